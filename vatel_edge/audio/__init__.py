@@ -1,0 +1,1 @@
+"""Audio subsystem: ALSA capture and playback, resampling, voice activity detection."""
