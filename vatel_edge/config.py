@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -18,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from vatel_edge.errors import ConfigError
@@ -34,10 +35,22 @@ if typing.TYPE_CHECKING:
 DEFAULT_CONFIG_PATH = "/etc/vatel-edge/config.toml"
 CREDENTIAL_NAME = "org_api_key"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+#: A key file is a line of text; anything bigger is not a key file (and is not read into memory).
+_MAX_KEY_FILE_BYTES = 64 * 1024
+#: Longest string echoed back in an error message.
+_MAX_SHOWN_CHARS = 60
+#: TOML basic-string escapes used when a string is echoed in a message.
+_STRING_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 def opt(default: Any, doc: str, **rules: Any) -> Any:
-    """A config field with its documentation and validation rules (choices, min, max, uuid)."""
+    """A config field with its documentation and validation rules.
+
+    Rules: choices, min, max, uuid, required, pattern (a regex the whole string must match) with
+    pattern_doc (what it means, for messages), echo=False (never repeat the value in an error: a key
+    pasted into the wrong field must not end up in a log).
+    """
     return field(default=default, metadata={"doc": doc, **rules})
 
 
@@ -49,10 +62,19 @@ class VatelConfig:
     base_url: str = opt(
         "https://api.vatel.ai", "REST base URL; the WebSocket base is derived (https->wss)."
     )
-    api_key_env: str = opt("ORG_API_KEY", "Environment variable holding the organization key.")
+    api_key_env: str = opt(
+        "ORG_API_KEY",
+        "Environment variable holding the organization key.",
+        pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+        pattern_doc="an environment variable name (letters, digits, _)",
+        echo=False,
+    )
     api_key_file: str | None = opt(
         None,
         "File holding the key (mode 0600/0400). $CREDENTIALS_DIRECTORY/org_api_key is also read.",
+        pattern=r"/.*",
+        pattern_doc="an absolute path",
+        echo=False,
     )
     version_id: str | None = opt(None, "Agent version UUID for the session token.", uuid=True)
     first_message: str | None = opt(None, "First message override passed to the session token.")
@@ -70,10 +92,10 @@ class VatelConfig:
     @property
     def ws_base(self) -> str:
         """WebSocket base derived from base_url (https->wss, http->ws)."""
-        url = self.base_url.rstrip("/")
-        if url.startswith("https://"):
-            return "wss://" + url[len("https://") :]
-        return "ws://" + url[len("http://") :]
+        scheme, sep, rest = self.base_url.rstrip("/").partition("://")
+        if not sep:
+            return self.base_url  # not an http(s) URL: validation refuses it before anyone asks
+        return ("wss://" if scheme.lower() == "https" else "ws://") + rest
 
 
 @dataclass(frozen=True)
@@ -196,15 +218,37 @@ class Config:
 
 
 def did_you_mean(key: str, known: typing.Iterable[str]) -> str:
-    """' (did you mean "x"?)' when a close match exists, else ''."""
-    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    """' (did you mean "x"?)' when a close match exists (case-insensitively first), else ''."""
+    known = list(known)
+    for k in known:
+        if k.lower() == key.lower() and k != key:
+            return f' (did you mean "{k}"?)'
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return f' (did you mean "{match[0]}"?)' if match else ""
 
 
+def _toml_string(s: str) -> str:
+    """A TOML basic string; every non-printable character escaped, so a message stays one line."""
+    out = []
+    for c in s:
+        if c in _STRING_ESCAPES:
+            out.append(_STRING_ESCAPES[c])
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+    return '"' + "".join(out) + '"'
+
+
 def describe_value(value: object) -> str:
-    """A value as it reads in TOML, for error messages (strings quoted)."""
+    """A value as it reads in TOML, for error messages.
+
+    Strings are quoted and escaped (a problem is always one line) and long ones are shortened.
+    """
     if isinstance(value, str):
-        return f'"{value}"'
+        if len(value) > _MAX_SHOWN_CHARS:
+            return _toml_string(value[: _MAX_SHOWN_CHARS - 3] + "...") + f" ({len(value)} characters)"
+        return _toml_string(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -212,6 +256,12 @@ def describe_value(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return str(value)
+
+
+def _key_path(parent: str, key: str) -> str:
+    """`parent.key`, quoting a key that is not a TOML bare key (keeps every problem on one line)."""
+    shown = key if _BARE_KEY.match(key) else _toml_string(key)
+    return f"{parent}.{shown}" if parent else shown
 
 
 def _type_name(tp: Any) -> str:
@@ -227,6 +277,15 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _shown(value: object, meta: Mapping[str, Any]) -> str:
+    """describe_value, unless the field must never echo its value (see opt(echo=False))."""
+    if meta.get("echo", True):
+        return describe_value(value)
+    if isinstance(value, str):
+        return f"a {len(value)}-character string (not shown)"
+    return describe_value(value)
+
+
 def coerce_field(path: str, value: object, annotation: Any, meta: Mapping[str, Any]) -> Any:
     """Check one value against its field's type and rules; return it (ints widen to float)."""
     tp, optional = _base_type(annotation)
@@ -234,53 +293,79 @@ def coerce_field(path: str, value: object, annotation: Any, meta: Mapping[str, A
         return None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    lo, hi = meta.get("min"), meta.get("max")
     if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
         expected = _type_name(tp)
-        lo, hi = meta.get("min"), meta.get("max")
         if lo is not None and hi is not None:
             expected += f" {lo}..{hi}"
-        raise ConfigError(f"{path}: expected {expected}, got {describe_value(value)}")
+        hint = ""
+        if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            hint = f' (write it quoted: "{value}")'
+        raise ConfigError(f"{path}: expected {expected}, got {_shown(value, meta)}{hint}")
+    if isinstance(value, float) and math.isnan(value):
+        expected = _type_name(tp) + (f" {lo}..{hi}" if lo is not None and hi is not None else "")
+        raise ConfigError(f"{path}: expected {expected}, got nan")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         shown = " | ".join(describe_value(c) for c in choices)
         hint = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
-        raise ConfigError(f"{path}: expected one of {shown}, got {describe_value(value)}{hint}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if isinstance(value, (int, float)) and (
-        (lo is not None and value < lo) or (hi is not None and value > hi)
-    ):
-        raise ConfigError(f"{path}: expected {_type_name(tp)} {lo}..{hi}, got {describe_value(value)}")
-    if meta.get("uuid") and isinstance(value, str) and value and not _UUID.match(value):
-        raise ConfigError(f"{path}: expected a UUID, got {describe_value(value)}")
+        raise ConfigError(f"{path}: expected one of {shown}, got {_shown(value, meta)}{hint}")
+    if isinstance(value, (int, float)) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        raise ConfigError(f"{path}: expected {_type_name(tp)} {lo}..{hi}, got {_shown(value, meta)}")
+    # An empty required key is reported as missing by parse_section, not as a bad UUID.
+    if meta.get("uuid") and isinstance(value, str) and not _UUID.match(value) and (value or not meta.get("required")):
+        raise ConfigError(f"{path}: expected a UUID, got {_shown(value, meta)}")
+    pattern = meta.get("pattern")
+    if pattern is not None and isinstance(value, str) and not re.fullmatch(pattern, value):
+        expected = meta.get("pattern_doc", f"a string matching {pattern}")
+        raise ConfigError(f"{path}: expected {expected}, got {_shown(value, meta)}")
     return value
 
 
 def parse_section(name: str, cls: type[Any], raw: object) -> Any:
     """Build one section dataclass from its TOML table, collecting every problem."""
+    section, problems, _ = _parse_section_partial(name, cls, raw)
+    if problems:
+        raise ConfigError(problems)
+    return section
+
+
+def _parse_section_partial(name: str, cls: type[Any], raw: object) -> tuple[Any, list[str], set[str]]:
+    """(the section built from its valid keys or None, the problems, the failed key paths).
+
+    The partial section lets checks between keys run on keys that are fine while others are not.
+    """
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a table, got {describe_value(raw)}")
+        return None, [f"{name}: expected a table, got {describe_value(raw)}"], {name}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     problems: list[str] = []
+    failed: set[str] = set()
     values: dict[str, Any] = {}
     for key, value in raw.items():
+        path = _key_path(name, str(key))
         if key not in fields:
-            problems.append(f"{name}.{key}: unknown key{did_you_mean(key, fields)}")
+            problems.append(f"{path}: unknown key{did_you_mean(str(key), fields)}")
             continue
         try:
-            values[key] = coerce_field(f"{name}.{key}", value, hints[key], fields[key].metadata)
+            values[key] = coerce_field(path, value, hints[key], fields[key].metadata)
         except ConfigError as exc:
             problems.extend(exc.problems)
+            failed.add(path)
     for fname, f in fields.items():
-        if f.metadata.get("required") and not values.get(fname):
+        if not f.metadata.get("required"):
+            continue
+        if fname not in raw:
             problems.append(f"{name}.{fname}: required key is missing")
-    if problems:
-        raise ConfigError(problems)
-    return cls(**values)
+            failed.add(f"{name}.{fname}")
+        elif fname in values and not values[fname]:
+            problems.append(f"{name}.{fname}: required key is empty")
+            failed.add(f"{name}.{fname}")
+    return cls(**values), problems, failed
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.rstrip(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -289,33 +374,80 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_vatel(v: VatelConfig) -> list[str]:
-    problems = []
-    parts = urlsplit(v.base_url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        problems.append(f"vatel.base_url: expected an http(s) URL, got {describe_value(v.base_url)}")
-    elif parts.scheme == "http" and not v.allow_insecure and not _is_loopback(parts.hostname):
-        problems.append(
-            f"vatel.base_url: plain http to non-loopback host {parts.hostname!r} is refused; "
+    """The base URL: http(s), a host, no credentials, plain http only to loopback unless allowed."""
+    shown = describe_value(v.base_url)
+    try:
+        parts = urlsplit(v.base_url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return [f"vatel.base_url: expected an http(s) URL, got {shown} ({exc})"]
+    if parts.scheme not in ("https", "http") or not hostname:
+        return [f"vatel.base_url: expected an http(s) URL, got {shown}"]
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the URL carries a secret.
+        return ["vatel.base_url: must not contain user:password@ (the key goes in vatel.api_key_env or a key file)"]
+    if parts.query or parts.fragment:
+        return [f"vatel.base_url: must not have a query or fragment, got {shown}"]
+    if parts.scheme == "http" and not v.allow_insecure and not _is_loopback(hostname):
+        return [
+            f"vatel.base_url: plain http (and so ws://) to non-loopback host {hostname!r} is refused; "
             "use https, or set vatel.allow_insecure = true"
+        ]
+    return []
+
+
+def _check_cross(sections: Mapping[str, Any], failed: set[str]) -> list[str]:
+    """Checks between keys; each runs only when every key it reads is valid (or defaulted)."""
+
+    def ok(*paths: str) -> bool:
+        return not any(p in failed or p.split(".")[0] in failed for p in paths)
+
+    def get(name: str) -> Any:
+        return sections[name] if name in sections else SECTIONS[name]()
+
+    problems: list[str] = []
+    vatel: VatelConfig = get("vatel")
+    if ok("vatel.base_url", "vatel.allow_insecure"):
+        problems.extend(_check_vatel(vatel))
+    if ok("vatel.token_refresh_margin_s", "vatel.token_ttl_s") and vatel.token_refresh_margin_s >= vatel.token_ttl_s:
+        problems.append(
+            f"vatel.token_refresh_margin_s: {vatel.token_refresh_margin_s} must be shorter than "
+            f"vatel.token_ttl_s ({vatel.token_ttl_s}); every token would be stale on arrival"
+        )
+    wake: WakeConfig = get("wake")
+    if ok("wake.min_speech_ms", "wake.window_ms") and wake.min_speech_ms > wake.window_ms:
+        problems.append(
+            f"wake.min_speech_ms: {wake.min_speech_ms} is longer than wake.window_ms "
+            f"({wake.window_ms}); the VAD could never wake"
+        )
+    if ok("wake.mode", "wake.button_line") and wake.mode == "button" and not wake.button_line:
+        problems.append('wake.button_line: required when wake.mode = "button"')
+    audio: AudioConfig = get("audio")
+    if (
+        ok("audio.playback_buffer_ms", "audio.playback_period_ms")
+        and audio.playback_buffer_ms < 2 * audio.playback_period_ms
+    ):
+        problems.append(
+            f"audio.playback_buffer_ms: {audio.playback_buffer_ms} must be at least two "
+            f"periods (audio.playback_period_ms = {audio.playback_period_ms})"
         )
     return problems
 
 
-def _check_cross(cfg: Config) -> list[str]:
-    problems = []
-    if cfg.wake.min_speech_ms > cfg.wake.window_ms:
-        problems.append(
-            f"wake.min_speech_ms: {cfg.wake.min_speech_ms} is longer than wake.window_ms "
-            f"({cfg.wake.window_ms}); the VAD could never wake"
+def _unknown_top_level(key: str, value: object) -> str:
+    """The problem for a top-level key that is no section; points at the section a stray key belongs to."""
+    known = [*SECTIONS, "tools"]
+    path = _key_path("", key)
+    if isinstance(value, dict):
+        return f"{path}: unknown section{did_you_mean(key, known)}"
+    owners = [name for name, cls in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    if owners:
+        return (
+            f"{path}: unknown top-level key; it belongs under [{owners[0]}] "
+            "(keys above the first [section] header are top-level)"
         )
-    if cfg.audio.playback_buffer_ms < 2 * cfg.audio.playback_period_ms:
-        problems.append(
-            f"audio.playback_buffer_ms: {cfg.audio.playback_buffer_ms} must be at least two "
-            f"periods (audio.playback_period_ms = {cfg.audio.playback_period_ms})"
-        )
-    if cfg.wake.mode == "button" and not cfg.wake.button_line:
-        problems.append("wake.button_line: required when wake.mode = \"button\"")
-    return problems
+    return f"{path}: unknown top-level key{did_you_mean(key, known)}; settings go in a [section]"
 
 
 def config_from_dict(raw: Mapping[str, Any], path: str | None = None) -> Config:
@@ -324,62 +456,124 @@ def config_from_dict(raw: Mapping[str, Any], path: str | None = None) -> Config:
 
     problems: list[str] = []
     sections: dict[str, Any] = {}
-    known = [*SECTIONS, "tools"]
-    for key in raw:
-        if key not in known:
-            problems.append(f"{key}: unknown section{did_you_mean(key, known)}")
+    failed: set[str] = set()
+    for key, value in raw.items():
+        if key not in SECTIONS and key != "tools":
+            problems.append(_unknown_top_level(str(key), value))
     for name, cls in SECTIONS.items():
         if name not in raw and name != "vatel":
             continue
-        try:
-            sections[name] = parse_section(name, cls, raw.get(name, {}))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+        section, section_problems, section_failed = _parse_section_partial(name, cls, raw.get(name, {}))
+        if section is not None:
+            sections[name] = section
+        problems.extend(section_problems)
+        failed |= section_failed
     tools: Mapping[str, ToolSpec] = {}
     try:
         tools = parse_tools(raw.get("tools", {}))
     except ConfigError as exc:
         problems.extend(exc.problems)
-    if "vatel" in sections:
-        problems.extend(_check_vatel(sections["vatel"]))
+    problems.extend(_check_cross(sections, failed))
     if problems:
         raise ConfigError(problems)
-    cfg = Config(**sections, tools=tools, path=path)
-    cross = _check_cross(cfg)
-    if cross:
-        raise ConfigError(cross)
-    return cfg
+    return Config(**sections, tools=tools, path=path)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a TOML config file."""
     p = Path(path)
+    return loads_config(_decode_config(p, _read_config_bytes(p)), str(path))
+
+
+def _read_config_bytes(p: Path) -> bytes:
+    """The file's bytes; ConfigError when it is missing or unreadable."""
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config file: {exc.__class__.__name__}") from None
-    return loads_config(text, str(p))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc.__class__.__name__}") from None
+
+
+def _decode_config(p: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+_TOML_POSITION = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$", re.DOTALL)
 
 
 def loads_config(text: str, path: str | None = None) -> Config:
     """Validate TOML text; syntax errors carry line and column."""
+    where = path or "<config>"
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        where = path or "<config>"
+        m = _TOML_POSITION.match(str(exc))
+        if m:
+            raise ConfigError(
+                f"{where}: TOML syntax error at line {m['line']}, column {m['col']}: {m['what']}"
+            ) from None
         raise ConfigError(f"{where}: TOML syntax error: {exc}") from None
+    except ValueError as exc:  # tomllib lets int() refuse a literal of more than 4300 digits
+        raise ConfigError(f"{where}: TOML value out of range: {str(exc).split(':')[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: TOML syntax error: arrays or tables nested too deeply") from None
     return config_from_dict(raw, path)
 
 
 # --------------------------------------------------------------------------- the API key
 
 
-def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -> str:
-    """The organization key, from the env var, the key file, or systemd's credential directory.
+def _read_key_file(label: str, path: Path) -> str:
+    """Read a key file: a regular file, not group/other accessible when `label` is the config key."""
+    try:
+        # O_NONBLOCK: a FIFO planted at the path must not hang start-up (regular files ignore it).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot open {path}: {exc.strerror or exc.__class__.__name__}") from None
+    try:
+        st = os.fstat(fd)  # the file we opened, not whatever the path names a moment later
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{label}: {path} is not a regular file")
+        if label == "vatel.api_key_file" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"vatel.api_key_file: {path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it: chmod 600 it"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= _MAX_KEY_FILE_BYTES:
+            chunk = os.read(fd, _MAX_KEY_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
+    finally:
+        os.close(fd)
+    if size > _MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"{label}: {path} is larger than {_MAX_KEY_FILE_BYTES} bytes; not a key file")
+    try:
+        return b"".join(chunks).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: {path} is not UTF-8 text") from None
 
-    A key file readable by group or others is refused. The key itself never appears in errors.
+
+def _check_key_text(label: str, key: str) -> str:
+    """A key goes into an HTTP header: printable ASCII, no spaces (HTTP libraries echo bad headers)."""
+    if not all("!" <= c <= "~" for c in key):
+        raise ConfigError(f"{label}: the key contains spaces, line breaks or non-ASCII characters (not shown)")
+    return key
+
+
+def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The organization key, from the key file, systemd's credential directory, or the env var (in that order).
+
+    A key file accessible by group or others is refused. The key itself never appears in errors.
     """
     env = os.environ if environ is None else environ
     candidates: list[tuple[str, Path]] = []
@@ -393,20 +587,72 @@ def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -
             if label == "vatel.api_key_file":
                 raise ConfigError(f"vatel.api_key_file: {path} does not exist")
             continue
-        mode = path.stat().st_mode
-        if label == "vatel.api_key_file" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"vatel.api_key_file: {path} is readable by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-            )
-        key = path.read_text(encoding="utf-8").strip()
+        key = _read_key_file(label, path)
         if key:
-            return key
+            return _check_key_text(label, key)
         raise ConfigError(f"{label}: {path} is empty")
     key = env.get(vatel.api_key_env, "").strip()
     if key:
-        return key
+        return _check_key_text(f"${vatel.api_key_env}", key)
     raise ConfigError(
         f"vatel.api_key_env: environment variable {vatel.api_key_env} is not set "
         "(and no vatel.api_key_file or systemd credential was found)"
     )
+
+
+# --------------------------------------------------------------------------- check-config
+
+
+def check_config_command(
+    path: str, out: TextIO, err: TextIO, *, environ: Mapping[str, str] | None = None
+) -> int:
+    """`vatel-edge check-config`: 0 valid (summary on `out`), 2 invalid, 1 file missing or unreadable.
+
+    Problems go to `err`, one per line; an unavailable API key is one of them (the key is never printed).
+    """
+    try:
+        data = _read_config_bytes(Path(path))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        return 1
+    problems: list[str] = []
+    cfg: Config | None = None
+    vatel: VatelConfig | None = None
+    text = ""
+    try:
+        text = _decode_config(Path(path), data)
+        cfg = loads_config(text, path)
+        vatel = cfg.vatel
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        vatel = _vatel_alone(text)
+    if vatel is not None:
+        try:
+            read_api_key(vatel, environ)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems or cfg is None:
+        for problem in problems:
+            print(problem, file=err)
+        print(f"INVALID: {path} ({len(problems)} problem{'s' if len(problems) != 1 else ''})", file=err)
+        return 2
+    print(f"OK: {path}", file=out)
+    print(f"  agent:    {cfg.vatel.agent_id}", file=out)
+    print(f"  base_url: {cfg.vatel.base_url}", file=out)
+    print(f"  wake:     {cfg.wake.mode}", file=out)
+    print(f"  devices:  capture={cfg.audio.capture_device} playback={cfg.audio.playback_device}", file=out)
+    print(f"  tools:    {len(cfg.tools)}", file=out)
+    return 0
+
+
+def _vatel_alone(text: str) -> VatelConfig | None:
+    """[vatel] built from its valid keys when the key settings are fine (to check the key in a broken config)."""
+    try:
+        raw = tomllib.loads(text)
+    except (ValueError, RecursionError):  # TOMLDecodeError is a ValueError; already reported
+        return None
+    vatel, _, failed = _parse_section_partial("vatel", VatelConfig, raw.get("vatel", {}))
+    if vatel is None or failed & {"vatel.api_key_env", "vatel.api_key_file"}:
+        return None
+    return typing.cast(VatelConfig, vatel)

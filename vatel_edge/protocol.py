@@ -173,6 +173,8 @@ def encode_tool_call_output(tool_call_id: str, output: str) -> str:
     """`tool_call_output` answering the tool_call with `tool_call_id`."""
     if not tool_call_id:
         raise ProtocolError("tool_call_output: empty toolCallId")
+    # Tool output may carry lone surrogates (surrogateescape-decoded bytes); the frame must be UTF-8.
+    output = output.encode("utf-8", "replace").decode("utf-8")
     return json.dumps(
         {"type": "tool_call_output", "data": {"toolCallId": tool_call_id, "output": output}},
         separators=(",", ":"),
@@ -259,7 +261,7 @@ def decode_server_message(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTE
         raise ProtocolError(f"frame of {len(frame)} characters exceeds the {max_bytes} limit")
     try:
         msg = json.loads(frame)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and int literals > 4300 digits
         raise ProtocolError(f"frame is not valid JSON: {exc.__class__.__name__}") from exc
     if not isinstance(msg, dict):
         raise ProtocolError(f"frame must be a JSON object, got {_kind(msg)}")
