@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev
-      alsa-utils pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox)
+      alsa-utils pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox shellcheck libspeexdsp1)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -27,7 +27,7 @@ stamp=.venv/.vatel-edge-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing vatel-edge and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,aec]'
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"

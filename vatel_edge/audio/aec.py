@@ -1,0 +1,436 @@
+"""Acoustic echo cancellation: the engine interface, the engine factory, and reference alignment.
+
+The daemon streams the microphone while the agent talks (that is how the server hears barge-in), so the
+microphone must not carry the agent's own voice back. vatel-edge owns both ALSA streams: the playback
+writer feeds `EchoReference` with exactly what it wrote and when it will sound, the capture side pulls the
+reference frame that lines up with each capture frame, and an `EchoCanceller` subtracts the echo.
+
+Engines are optional extras, imported only inside `make_echo_canceller`, so the daemon runs without them:
+  * ``webrtc``: WebRTC AEC3 through the ``pywebrtc-audio`` wheel (best: ~41 dB ERLE on a synthetic room).
+  * ``speex``: speexdsp's MDF canceller plus its residual-echo suppressor, through ctypes on the system
+    ``libspeexdsp.so.1`` (Debian ``libspeexdsp1``; nothing to compile; ~28-35 dB).
+docs/ECHO.md has the measurements behind this choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENGINES: tuple[str, ...] = ("webrtc", "speex")
+"""Every engine vatel-edge knows, best first (the order `auto` tries)."""
+
+_INSTALL_HINT = {
+    "webrtc": "pip install pywebrtc-audio (the vatel-edge[aec] extra)",
+    "speex": "apt-get install libspeexdsp1",
+}
+
+
+class EchoCanceller(Protocol):
+    """One echo canceller instance: feed it one capture frame and its aligned reference frame at a time.
+
+    Not thread-safe: one owner (the capture-processing side) calls every method.
+    """
+
+    name: str
+
+    def process(self, mic: bytes, ref: bytes) -> bytes:
+        """Return the mic frame with the echo of `ref` removed (PCM16 LE mono, both frames the same length)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the learned echo path (e.g. after the device was reopened); keeps the configuration."""
+        ...
+
+    def close(self) -> None:
+        """Release native state; idempotent. `process` must not be called afterwards."""
+        ...
+
+
+def _probe(kind: str) -> bool:
+    """True if engine `kind` can be created on this machine (its library imports / loads)."""
+    if kind == "webrtc":
+        from vatel_edge.audio import aec_webrtc
+
+        return aec_webrtc.available()
+    if kind == "speex":
+        from vatel_edge.audio import aec_speex
+
+        return aec_speex.available()
+    return False
+
+
+def available_engines() -> list[str]:
+    """The engines that can run here, best first."""
+    return [kind for kind in ENGINES if _probe(kind)]
+
+
+def make_echo_canceller(kind: str, frame_ms: int, rate: int = VATEL_FORMAT.rate) -> EchoCanceller | None:
+    """Build the canceller named by ``audio.echo_cancel``: "auto" = best installed (None if none), "off" = None.
+
+    A named engine that is not installed raises ConfigError naming the key and how to install it.
+    """
+    if kind == "off":
+        return None
+    if kind == "auto":
+        installed = available_engines()
+        if not installed:
+            log.warning(
+                "audio.echo_cancel = auto: no echo canceller installed (%s); the agent may hear itself",
+                "; ".join(_INSTALL_HINT.values()),
+            )
+            return None
+        kind = installed[0]
+    if kind not in ENGINES:
+        raise ConfigError(f"audio.echo_cancel: unknown engine {kind!r} (choose auto, {', '.join(ENGINES)} or off)")
+    if not _probe(kind):
+        others = [k for k in available_engines() if k != kind]
+        raise ConfigError(
+            f"audio.echo_cancel = {kind!r}, but that engine is not installed here ({_INSTALL_HINT[kind]}); "
+            f"installed: {', '.join(others) or 'none'}"
+        )
+    fmt = AudioFormat(rate=rate)
+    engine: EchoCanceller
+    if kind == "webrtc":
+        from vatel_edge.audio.aec_webrtc import WebRtcEchoCanceller
+
+        engine = WebRtcEchoCanceller(fmt, frame_ms)
+    else:
+        from vatel_edge.audio.aec_speex import SpeexEchoCanceller
+
+        engine = SpeexEchoCanceller(fmt, frame_ms)
+    log.info("echo canceller: %s, %d ms frames at %d Hz", engine.name, frame_ms, rate)
+    return engine
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reference alignment
+
+
+class _StreamClock:
+    """Places a continuous sample stream on the reference sample axis, absorbing timestamp jitter.
+
+    Each chunk is observed at an index computed from wall-clock timestamps, which jitter by a few ms with
+    thread scheduling. A real device plays (and records) samples back to back, so while the observed index
+    stays within `tolerance` samples of where the previous chunk ended, the chunk goes right after it.
+    Clock drift is followed without jumps: once the smoothed offset of the observations exceeds `deadband`,
+    the stream moves by one sample per chunk towards them. Further off than `tolerance` (an underrun, a
+    pause between turns, dropped capture frames) the stream re-anchors at the observed index.
+    """
+
+    _SMOOTHING = 0.05
+
+    def __init__(self, tolerance: int, deadband: int) -> None:
+        self._tolerance = tolerance
+        self._deadband = deadband
+        self._offset = 0.0  # smoothed (observed - placed) in samples
+        self.next: int | None = None
+        self.reanchors = 0
+
+    def place(self, observed: int, n: int) -> int:
+        if self.next is None or abs(observed - self.next) > self._tolerance:
+            if self.next is not None:
+                self.reanchors += 1
+            start = observed
+            self._offset = 0.0
+        else:
+            start = self.next
+            self._offset += self._SMOOTHING * ((observed - start) - self._offset)
+            if abs(self._offset) > self._deadband:
+                step = 1 if self._offset > 0 else -1
+                start += step
+                self._offset -= step
+        self.next = start + n
+        return start
+
+    def clear(self) -> None:
+        self.next = None
+
+
+class EchoReference:
+    """What the speaker played, on a timeline, so each capture frame gets the reference that caused its echo.
+
+    Threading contract: `push` and `drop_after` are called by the playback writer thread, `frame_for` by the
+    capture side (asyncio task or capture thread), `reset` by either; every public method takes one internal
+    lock, held only for array copies (the delay search runs outside it). Nothing else is shared.
+
+    Time is `time.monotonic()` seconds. Memory is bounded: `history_s` of samples in a ring (older samples
+    are overwritten: they can no longer be echoed) plus the mic envelope of the delay search window.
+
+    Delay estimation: device latencies reported by ALSA miss some buffering (USB, PulseAudio, codecs), so the
+    echo arrives `delay_s` later than predicted. Every `update_s` the log-energy envelope of the raw mic
+    (given to `frame_for(mic=...)`) is cross-correlated with the reference envelope over lags in
+    [`min_delay_s`, `max_delay_s`] (over the last `window_s`, or from `min_window_s` of mic after a start or
+    a gap); a clear peak is accepted, the median of the last accepted peaks becomes
+    the correction (changed only when it moves by more than `hysteresis_s`, since every change shifts the
+    reference the canceller has adapted to). `lead_s` hands over the reference that much ahead of its echo,
+    so the echo path the canceller sees stays causal despite estimation error (reverberation biases the
+    envelope peak ~10 ms late); the cancellers model a 200+ ms path, so a small lead costs nothing.
+    """
+
+    def __init__(
+        self,
+        fmt: AudioFormat = VATEL_FORMAT,
+        *,
+        max_delay_s: float = 0.3,
+        min_delay_s: float = -0.1,
+        initial_delay_s: float = 0.0,
+        lead_s: float = 0.02,
+        window_s: float = 4.0,
+        min_window_s: float = 1.5,
+        update_s: float = 0.5,
+        block_ms: float = 2.5,
+        min_correlation: float = 0.5,
+        min_active: float = 0.2,
+        median_of: int = 5,
+        hysteresis_s: float = 0.004,
+        tolerance_s: float = 0.03,
+    ) -> None:
+        if fmt.channels != 1 or fmt.width != 2:
+            raise ValueError("EchoReference takes PCM16 mono")
+        if not min_delay_s <= initial_delay_s <= max_delay_s:
+            raise ValueError("initial_delay_s must lie within [min_delay_s, max_delay_s]")
+        self.fmt = fmt
+        self._rate = fmt.rate
+        self._block = max(1, fmt.samples(block_ms))
+        self._min_lag = math.floor(min_delay_s * self._rate / self._block)
+        self._max_lag = math.ceil(max_delay_s * self._rate / self._block)
+        self._min_delay_s = min_delay_s
+        self._max_delay_s = max_delay_s
+        self._lead = fmt.samples(lead_s * 1000.0)
+        self._window_blocks = max(8, round(window_s * self._rate / self._block))
+        self._min_window_blocks = max(8, round(min(min_window_s, window_s) * self._rate / self._block))
+        self._update = fmt.samples(update_s * 1000.0)
+        self._min_corr = min_correlation
+        self._min_active = min_active
+        self._hysteresis = hysteresis_s
+        self._estimates: deque[float] = deque(maxlen=median_of)
+        # ring of played samples, indexed by absolute sample index i -> time _t0 + i / rate
+        margin_s = 1.0
+        history_s = window_s + max_delay_s - min(0.0, min_delay_s) + lead_s + margin_s
+        self._cap = fmt.samples(history_s * 1000.0)
+        self._ring = np.zeros(self._cap, dtype=np.int16)
+        self._end = 0  # one past the newest written sample; samples at or after it are silence
+        self._t0: float | None = None
+        tol = fmt.samples(tolerance_s * 1000.0)
+        self._play_clock = _StreamClock(tol, deadband=fmt.samples(5.0))
+        self._cap_clock = _StreamClock(tol, deadband=fmt.samples(5.0))
+        # mic envelope ring: log-energy per block, NaN where no mic was seen, indexed by absolute block
+        self._mic_cap = self._window_blocks + 2 * (self._max_lag - self._min_lag) + 64
+        self._mic_env = np.full(self._mic_cap, np.nan)
+        self._mic_newest: int | None = None  # absolute block index of the newest mic block
+        self._since_update = 0
+        self._delay_s = initial_delay_s
+        self._lock = threading.Lock()
+        self.stats: dict[str, int] = {
+            "pushed_samples": 0,
+            "frames": 0,
+            "estimates_accepted": 0,
+            "estimates_rejected": 0,
+            "delay_changes": 0,
+        }
+
+    @property
+    def delay_s(self) -> float:
+        """The applied correction: how much later than the reported latencies predict the echo arrives."""
+        return self._delay_s
+
+    def _index(self, t: float) -> int:
+        assert self._t0 is not None
+        return round((t - self._t0) * self._rate)
+
+    def push(self, pcm: bytes, t_written: float, device_delay_s: float) -> None:
+        """Record `pcm` as played: its first sample leaves the speaker at about t_written + device_delay_s.
+
+        Call it from the playback writer with exactly the bytes written to the device, right after the
+        write, with `device_delay_s` = (ALSA delay in frames after the write - frames just written) / rate.
+        """
+        samples = np.frombuffer(pcm, dtype="<i2")
+        n = samples.size
+        if n == 0:
+            return
+        if n > self._cap:
+            samples = samples[-self._cap :]
+            t_written += (n - self._cap) / self._rate
+            n = self._cap
+        with self._lock:
+            if self._t0 is None:
+                self._t0 = t_written + device_delay_s
+            start = self._play_clock.place(self._index(t_written + device_delay_s), n)
+            gap_from = max(self._end, start + n - self._cap)
+            if start > gap_from:  # a gap: nothing played there
+                self._write(gap_from, np.zeros(start - gap_from, dtype=np.int16))
+            self._write(start, samples)
+            self._end = start + n  # the newest chunk ends what is known to be played
+            self.stats["pushed_samples"] += n
+
+    def drop_after(self, t: float) -> None:
+        """Barge-in: the device buffer was dropped at `t`, so nothing scheduled from then on will sound."""
+        with self._lock:
+            if self._t0 is None:
+                return
+            cut = self._index(t)
+            if cut < self._end:
+                self._end = max(cut, self._end - self._cap)
+            self._play_clock.clear()
+
+    def reset(self) -> None:
+        """Forget all reference audio, mic envelope and timing (e.g. after a device reopen); keeps the delay."""
+        with self._lock:
+            self._t0 = None
+            self._end = 0
+            self._play_clock.clear()
+            self._cap_clock.clear()
+            self._mic_env.fill(np.nan)
+            self._mic_newest = None
+            self._since_update = 0
+
+    def _write(self, start: int, samples: npt.NDArray[np.int16]) -> None:
+        n = samples.size
+        pos = start % self._cap
+        first = min(n, self._cap - pos)
+        self._ring[pos : pos + first] = samples[:first]
+        if first < n:
+            self._ring[: n - first] = samples[first:]
+
+    def _read(self, start: int, n: int) -> npt.NDArray[np.int16]:
+        """Samples [start, start+n) on the absolute axis; silence where nothing (kept) was played."""
+        out = np.zeros(n, dtype=np.int16)
+        lo = max(start, self._end - self._cap, 0)
+        hi = min(start + n, self._end)
+        if hi > lo:
+            pos = lo % self._cap
+            count = hi - lo
+            first = min(count, self._cap - pos)
+            out[lo - start : lo - start + first] = self._ring[pos : pos + first]
+            if first < count:
+                out[lo - start + first : hi - start] = self._ring[: count - first]
+        return out
+
+    def frame_for(self, capture_t: float, capture_delay_s: float, nbytes: int, mic: bytes | None = None) -> bytes:
+        """The reference frame aligned with one capture frame (silence where nothing was playing).
+
+        `capture_t`: monotonic time the frame was read (complete); `capture_delay_s`: ALSA capture delay then
+        (frames recorded but not yet read) / rate, so the frame's last sample hit the mic at about
+        capture_t - capture_delay_s. Pass the raw (uncancelled) frame as `mic` to drive delay estimation.
+        """
+        n = nbytes // self.fmt.bytes_per_frame
+        search: tuple[npt.NDArray[np.float64], npt.NDArray[np.int16], int] | None = None
+        with self._lock:
+            self.stats["frames"] += 1
+            if self._t0 is None:
+                return bytes(nbytes)
+            mic_start = self._cap_clock.place(self._index(capture_t - capture_delay_s) - n, n)
+            shift = round(self._delay_s * self._rate) - self._lead  # the reference runs `lead` ahead of its echo
+            ref = self._read(mic_start - shift, n)
+            if mic is not None:
+                search = self._observe(mic, mic_start)
+        if search is not None:
+            self._search(*search)
+        return ref.astype("<i2").tobytes()
+
+    def _observe(self, mic: bytes, mic_start: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int16], int] | None:
+        """Store the mic envelope; every `update_s` return what the delay search needs (lock held)."""
+        x = np.frombuffer(mic, dtype="<i2").astype(np.float64)
+        b = self._block
+        first_block = -(-mic_start // b)  # first block boundary inside the frame
+        offset = first_block * b - mic_start
+        nblocks = (x.size - offset) // b
+        if nblocks > 0:
+            energies = np.mean(x[offset : offset + nblocks * b].reshape(nblocks, b) ** 2, axis=1)
+            idx = np.arange(first_block, first_block + nblocks)
+            if self._mic_newest is not None and first_block > self._mic_newest + 1:
+                gap = np.arange(self._mic_newest + 1, first_block)[-self._mic_cap :]
+                self._mic_env[gap % self._mic_cap] = np.nan
+            self._mic_env[idx % self._mic_cap] = _log_energy(energies)
+            self._mic_newest = first_block + nblocks - 1
+        self._since_update += x.size
+        if self._since_update < self._update or self._mic_newest is None:
+            return None
+        self._since_update = 0
+        hi = self._mic_newest + 1
+        lo = hi - self._window_blocks
+        mic_env = self._mic_env[np.arange(lo, hi) % self._mic_cap].copy()
+        # reference blocks lo - max_lag .. hi - min_lag (lag L: mic block k hears reference block k - L)
+        ref = self._read((lo - self._max_lag) * b, (hi - lo + self._max_lag - self._min_lag) * b)
+        return mic_env, ref, lo
+
+    def _search(self, mic_env: npt.NDArray[np.float64], ref: npt.NDArray[np.int16], lo: int) -> None:
+        """Cross-correlate mic and reference envelopes; update the delay on a clear peak."""
+        b = self._block
+        ref_energy = np.mean(ref.astype(np.float64).reshape(-1, b) ** 2, axis=1)
+        active = ref_energy > _ACTIVE_ENERGY
+        missing = np.flatnonzero(np.isnan(mic_env))
+        if missing.size:  # use the newest stretch of mic without a gap, if long enough
+            mic_env = mic_env[missing[-1] + 1 :]
+            ref_energy = ref_energy[missing[-1] + 1 :]
+        if mic_env.size < self._min_window_blocks or np.mean(active[-ref_energy.size :]) < self._min_active:
+            return
+        lag = estimate_lag(mic_env, _log_energy(ref_energy), self._min_lag, self._max_lag)
+        with self._lock:
+            if lag is None or lag[1] < self._min_corr:
+                self.stats["estimates_rejected"] += 1
+                return
+            self.stats["estimates_accepted"] += 1
+            self._estimates.append(lag[0] * b / self._rate)
+            new = float(np.median(np.asarray(self._estimates)))
+            new = min(self._max_delay_s, max(self._min_delay_s, new))
+            if abs(new - self._delay_s) > self._hysteresis:
+                log.debug("echo delay correction %.1f ms -> %.1f ms", self._delay_s * 1e3, new * 1e3)
+                self._delay_s = new
+                self.stats["delay_changes"] += 1
+
+
+_ACTIVE_ENERGY = (32768.0 * 10 ** (-55 / 20)) ** 2
+"""Mean square of a block louder than -55 dBFS: the reference counts as playing."""
+
+_FLOOR_ENERGY = (32768.0 * 10 ** (-70 / 20)) ** 2
+
+
+def _log_energy(energy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    result: npt.NDArray[np.float64] = np.log10(energy + _FLOOR_ENERGY)
+    return result
+
+
+def estimate_lag(
+    mic_env: npt.NDArray[np.float64], ref_env: npt.NDArray[np.float64], min_lag: int, max_lag: int
+) -> tuple[float, float] | None:
+    """Lag (in blocks, sub-block by parabolic interpolation) maximising the normalised correlation.
+
+    `mic_env` has W blocks; `ref_env` has W + max_lag - min_lag blocks starting max_lag blocks before the
+    mic window, so lag L pairs mic block k with ref block k + max_lag - L. Returns (lag, correlation) or
+    None if either envelope is flat.
+    """
+    w = mic_env.size
+    if ref_env.size != w + max_lag - min_lag:
+        raise ValueError("ref_env must cover the mic window plus the lag range")
+    m = mic_env - mic_env.mean()
+    m_norm = float(np.sqrt(np.dot(m, m)))
+    if m_norm == 0.0:
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(ref_env, w)  # row j pairs with lag max_lag - j
+    centred = windows - windows.mean(axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", centred, centred))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (centred @ m) / (norms * m_norm)
+    corr = np.nan_to_num(corr, nan=-1.0)
+    j = int(np.argmax(corr))
+    peak = float(corr[j])
+    frac = 0.0
+    if 0 < j < corr.size - 1:
+        y0, y1, y2 = float(corr[j - 1]), peak, float(corr[j + 1])
+        denom = y0 - 2 * y1 + y2
+        if denom < 0:
+            frac = 0.5 * (y0 - y2) / denom
+    return float(max_lag - (j + frac)), peak

@@ -1,0 +1,405 @@
+"""The local control socket: newline-delimited JSON over a Unix stream socket, one request per connection.
+
+Requests are objects with a "cmd" string, e.g. {"cmd": "trigger"}, {"cmd": "status"}, {"cmd": "end_session"};
+responses are objects with "ok" (true/false) and, on failure, "error". The daemon supplies the handler;
+`ControlServer` owns the socket, limits and error containment; `control_request` is the CLI's client.
+
+The socket file is mode 0660 (service user and group; never writable by others) and is created under a
+temporary name and renamed into place, so it is never reachable with looser permissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from vatel_edge import __version__
+from vatel_edge.errors import ControlError, VatelEdgeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET_PATH: Final = "/run/vatel-edge/control.sock"
+MAX_REQUEST_BYTES: Final = 64 * 1024
+MAX_RESPONSE_BYTES: Final = 1024 * 1024
+READ_TIMEOUT_S: Final = 5.0
+HANDLER_TIMEOUT_S: Final = 10.0
+MAX_CONNECTIONS: Final = 16
+SOCKET_MODE: Final = 0o660
+DIR_MODE: Final = 0o755
+
+ControlHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _encode(response: Mapping[str, Any]) -> bytes:
+    return json.dumps(response, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message}
+
+
+class ControlServer:
+    """Serves the control socket at `path` until exit; removes the socket file on exit.
+
+    Overflow policy: at most `max_connections` requests are served at once; further connections get
+    {"ok": false, "error": "busy ..."} at once and are closed. A request line is at most `max_request_bytes`
+    and must arrive within `read_timeout_s`; the handler gets `handler_timeout_s`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        handler: ControlHandler,
+        *,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        handler_timeout_s: float = HANDLER_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.path = path
+        self._handler = handler
+        self._max_request_bytes = max_request_bytes
+        self._read_timeout_s = read_timeout_s
+        self._handler_timeout_s = handler_timeout_s
+        self._max_connections = max_connections
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._inode: tuple[int, int] | None = None
+
+    async def __aenter__(self) -> ControlServer:
+        sock = self._bind()
+        try:
+            # limit: readuntil() raises LimitOverrunError beyond it (the +1 leaves room for the newline).
+            self._server = await asyncio.start_unix_server(
+                self._on_connection, sock=sock, limit=self._max_request_bytes + 1
+            )
+        except BaseException:
+            sock.close()
+            self._unlink()
+            raise
+        log.info("control socket listening at %s", self.path)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop listening, cancel requests in progress, remove the socket file (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        connections = list(self._connections)
+        for task in connections:
+            task.cancel()
+        if connections:
+            await asyncio.gather(*connections, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+        self._unlink()
+
+    # ------------------------------------------------------------------ socket file
+
+    def _bind(self) -> socket.socket:
+        """A listening socket at self.path, mode 0660, created under a private temporary name first."""
+        target = Path(self.path)
+        parent = target.parent
+        if not parent.is_dir():
+            parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(parent, DIR_MODE)
+        self._check_existing(target)
+        staging = tempfile.mkdtemp(prefix=".control-", dir=parent)  # mode 0700: nobody else can reach inside
+        tmp_path = os.path.join(staging, "sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(tmp_path)
+            os.chmod(tmp_path, SOCKET_MODE)
+            sock.listen(self._max_connections)
+            os.rename(tmp_path, target)  # atomically replaces a stale socket file
+            st = os.stat(target)
+            self._inode = (st.st_dev, st.st_ino)
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"cannot create control socket at {self.path}: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+            os.rmdir(staging)
+        sock.setblocking(False)
+        return sock
+
+    def _check_existing(self, target: Path) -> None:
+        """Refuse a non-socket file or a socket a live process listens on; a stale socket may be replaced."""
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlError(f"{target} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(str(target))
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                log.info("replacing stale control socket %s", target)
+                return
+            raise ControlError(f"cannot check existing control socket {target}: {exc.strerror or exc}") from None
+        else:
+            raise ControlError(f"another process is already listening on {target} (is vatel-edge running?)")
+        finally:
+            probe.close()
+
+    def _unlink(self) -> None:
+        """Remove our socket file, unless another process has replaced it meanwhile."""
+        inode, self._inode = self._inode, None
+        if inode is None:
+            return
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove control socket %s: %s", self.path, exc.strerror or exc)
+
+    # ------------------------------------------------------------------ requests
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        busy = len(self._connections) >= self._max_connections
+        self._connections.add(task)
+        try:
+            if busy:
+                response = _error("busy: too many control requests at once; try again")
+            else:
+                response = await self._serve(reader)
+            writer.write(_encode(response))
+            await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            log.debug("control client went away: %s", exc.__class__.__name__)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), self._read_timeout_s)
+        except asyncio.IncompleteReadError as exc:
+            line = exc.partial  # the client closed its side without a newline: take what it sent
+        except asyncio.LimitOverrunError:
+            return _error(f"request too large (limit {self._max_request_bytes} bytes)")
+        except asyncio.TimeoutError:
+            return _error(f"no complete request within {self._read_timeout_s:g} s")
+        if len(line) > self._max_request_bytes:
+            return _error(f"request too large (limit {self._max_request_bytes} bytes)")
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(f"bad request: not JSON ({exc.__class__.__name__})")
+        if not isinstance(request, dict):
+            return _error("bad request: expected a JSON object")
+        cmd = request.get("cmd")
+        if not isinstance(cmd, str) or not cmd:
+            return _error('bad request: "cmd" must be a non-empty string')
+        return await self._call_handler(cmd, request)
+
+    async def _call_handler(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await asyncio.wait_for(self._handler(request), self._handler_timeout_s)
+        except asyncio.TimeoutError:
+            log.error("control command %r took longer than %g s", cmd, self._handler_timeout_s)
+            return _error(f"{cmd}: no answer within {self._handler_timeout_s:g} s")
+        except VatelEdgeError as exc:
+            log.warning("control command %r failed: %s", cmd, exc)
+            return _error(f"{cmd}: {exc}")
+        except Exception:  # the boundary: a handler bug must not take the control socket down
+            log.exception("control command %r raised", cmd)
+            return _error(f"{cmd}: internal error (see the journal)")
+        if not isinstance(response, dict):
+            log.error("control command %r returned %s, not a dict", cmd, type(response).__name__)
+            return _error(f"{cmd}: internal error (see the journal)")
+        try:
+            json.dumps(response)
+        except (TypeError, ValueError):
+            log.exception("control command %r returned a response that is not JSON", cmd)
+            return _error(f"{cmd}: internal error (see the journal)")
+        return response
+
+
+async def control_request(path: str, request: Mapping[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """Send one request to the daemon's control socket and return its response (which may be ok: false).
+
+    Raises ControlError when the daemon is not running, access is denied, or it does not answer in time.
+    """
+    try:
+        return await asyncio.wait_for(_exchange(path, request), timeout)
+    except asyncio.TimeoutError:
+        raise ControlError(f"vatel-edge did not answer on {path} within {timeout:g} s") from None
+
+
+async def _exchange(path: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        reader, writer = await asyncio.open_unix_connection(path, limit=MAX_RESPONSE_BYTES)
+    except FileNotFoundError:
+        raise ControlError(f"vatel-edge is not running (no control socket at {path})") from None
+    except ConnectionRefusedError:
+        raise ControlError(f"vatel-edge is not running (stale control socket at {path})") from None
+    except PermissionError:
+        raise ControlError(
+            f"permission denied on {path}: run as root or add your user to the vatel-edge group"
+        ) from None
+    except OSError as exc:
+        raise ControlError(f"cannot reach vatel-edge at {path}: {exc.strerror or exc}") from None
+    try:
+        writer.write(_encode(request))
+        await writer.drain()
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError:
+        raise ControlError("vatel-edge closed the control connection without answering") from None
+    except asyncio.LimitOverrunError:
+        raise ControlError("vatel-edge sent an oversized answer") from None
+    except OSError as exc:
+        raise ControlError(f"control connection failed: {exc.strerror or exc}") from None
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    try:
+        response = json.loads(line)
+    except ValueError:
+        raise ControlError("vatel-edge sent an answer that is not JSON") from None
+    if not isinstance(response, dict):
+        raise ControlError("vatel-edge sent an answer that is not a JSON object")
+    return response
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass
+class Counters:
+    """Counters since the daemon started."""
+
+    wakes: int = 0
+    sessions: int = 0
+    sessions_failed: int = 0
+    interruptions: int = 0
+    tool_calls: dict[str, int] = field(default_factory=dict)  # by outcome: ok, error, timeout, cancelled, ...
+    capture_overruns: int = 0
+    capture_dropped: int = 0
+    token_failures: int = 0
+    connection_failures: int = 0
+
+
+@dataclass
+class DaemonStatus:
+    """What `vatel-edge status` shows; the daemon fills one in per status request (`to_dict()` is the answer).
+
+    Times: `uptime_s` and `session_age_s` are durations; `last_error_at` is wall-clock (epoch seconds).
+    """
+
+    state: str
+    uptime_s: float
+    version: str = __version__
+    pid: int = field(default_factory=os.getpid)
+    wake_mode: str = ""
+    session_id: str | None = None
+    session_age_s: float | None = None
+    token_status: str = ""
+    counters: Counters = field(default_factory=Counters)
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the `status` command answers {"ok": true, "status": to_dict()})."""
+        return asdict(self)
+
+
+def format_duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '2 h 03 min', '4 d 02 h'."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h} h {m:02d} min"
+    d, h = divmod(h, 24)
+    return f"{d} d {h:02d} h"
+
+
+def _num(value: object) -> str:
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
+def format_status(status: Mapping[str, Any], *, now: float | None = None) -> str:
+    """Human-readable multi-line text of a DaemonStatus dict (tolerant of missing keys)."""
+    now = time.time() if now is None else now
+    c = status.get("counters")
+    counters: Mapping[str, Any] = c if isinstance(c, Mapping) else {}
+    uptime = status.get("uptime_s")
+    head = f"vatel-edge {status.get('version', '?')} (pid {status.get('pid', '?')})"
+    if isinstance(uptime, (int, float)):
+        head += f", up {format_duration(uptime)}"
+    lines = [head, f"  state:        {status.get('state', '?')}"]
+    if status.get("wake_mode"):
+        lines.append(f"  wake:         {status['wake_mode']}")
+    session_id = status.get("session_id")
+    if session_id:
+        age = status.get("session_age_s")
+        lines.append(
+            f"  session:      {session_id}"
+            + (f" (for {format_duration(age)})" if isinstance(age, (int, float)) else "")
+        )
+    else:
+        lines.append("  session:      none")
+    if status.get("token_status"):
+        lines.append(f"  token:        {status['token_status']}")
+    tools = counters.get("tool_calls")
+    tool_text = (
+        ", ".join(f"{n} {outcome}" for outcome, n in sorted(tools.items())) or "none"
+        if isinstance(tools, Mapping)
+        else "?"
+    )
+    failed = counters.get("sessions_failed")
+    sessions = _num(counters.get("sessions")) + (f" ({failed} failed)" if failed else "")
+    lines += [
+        "  counters:",
+        f"    wakes                {_num(counters.get('wakes'))}",
+        f"    sessions             {sessions}",
+        f"    interruptions        {_num(counters.get('interruptions'))}",
+        f"    tool calls           {tool_text}",
+        f"    capture              {_num(counters.get('capture_overruns'))} overruns, "
+        f"{_num(counters.get('capture_dropped'))} dropped frames",
+        f"    token failures       {_num(counters.get('token_failures'))}",
+        f"    connection failures  {_num(counters.get('connection_failures'))}",
+    ]
+    last_error = status.get("last_error")
+    if last_error:
+        at = status.get("last_error_at")
+        when = f" ({format_duration(now - at)} ago)" if isinstance(at, (int, float)) else ""
+        lines.append(f"  last error:   {last_error}{when}")
+    else:
+        lines.append("  last error:   none")
+    return "\n".join(lines)
