@@ -219,11 +219,6 @@ def test_any_document_loads_or_raises_config_error(doc: dict[str, Any]) -> None:
     assert cfg.vatel.ws_base.startswith(("wss://", "ws://"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools/spec.py bug: tool names and keys go into problem paths unescaped, so a name with a "
-    "line break splits one problem over two lines (config.describe_value / a quoted path would fix it)",
-)
 def test_tool_name_with_line_break_stays_one_problem_line() -> None:
     """A tool named "a\\rb" gives problems that are each one line."""
     with pytest.raises(ConfigError) as info:

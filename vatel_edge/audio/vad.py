@@ -1,0 +1,90 @@
+"""Local voice activity detection for the wake trigger.
+
+webrtcvad accepts 8/16/32/48 kHz only, so 24 kHz capture frames are resampled to 16 kHz with an
+anti-aliasing filter first. webrtcvad calls loud stationary noise speech, so an energy gate
+(`wake.min_level_dbfs`) vetoes quiet frames, and a wake needs `wake.min_speech_ms` of voiced audio
+within a sliding `wake.window_ms`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.audio.resample import Resampler
+from vatel_edge.config import WakeConfig
+
+VAD_RATE = 16_000
+VAD_FORMAT = AudioFormat(rate=VAD_RATE)
+SILENCE_DBFS = -96.0
+_FULL_SCALE = 32768.0
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level of int16 samples in dBFS (SILENCE_DBFS for digital silence)."""
+    if samples.size == 0:
+        return SILENCE_DBFS
+    rms = math.sqrt(float(np.mean(np.square(samples.astype(np.float64)))))
+    if rms <= 0.0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * math.log10(rms / _FULL_SCALE))
+
+
+@dataclass(frozen=True)
+class VadResult:
+    """The decision for one capture frame."""
+
+    voiced: bool  # at least one VAD frame inside it was speech (and passed the energy gate)
+    level_dbfs: float  # level of the capture frame
+    triggered: bool  # the min_speech_ms-within-window_ms rule fired at this frame
+
+
+class VoiceDetector:
+    """Feed 24 kHz mono PCM16 capture frames of any length; get a decision per frame."""
+
+    def __init__(self, cfg: WakeConfig, in_format: AudioFormat = VATEL_FORMAT) -> None:
+        self._cfg = cfg
+        self._vad = webrtcvad.Vad(cfg.vad_aggressiveness)
+        self._resampler = Resampler(in_format.rate, VAD_RATE)
+        self._frame_samples = VAD_FORMAT.samples(cfg.vad_frame_ms)
+        self._pending = np.zeros(0, dtype=np.int16)
+        window_frames = max(1, cfg.window_ms // cfg.vad_frame_ms)
+        self._window: deque[bool] = deque(maxlen=window_frames)
+        self._needed = max(1, math.ceil(cfg.min_speech_ms / cfg.vad_frame_ms))
+
+    def reset(self) -> None:
+        """Forget the window (after a session), so old speech cannot trigger a new wake."""
+        self._window.clear()
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def process(self, pcm: bytes) -> VadResult:
+        """Run the detector over one capture frame."""
+        samples = np.frombuffer(pcm, dtype="<i2")
+        frame_level = level_dbfs(samples)
+        down = self._resampler.process(samples)
+        buf = np.concatenate((self._pending, down)) if self._pending.size else down
+        voiced_any = False
+        triggered = False
+        n = self._frame_samples
+        usable = (buf.size // n) * n
+        for start in range(0, usable, n):
+            chunk = buf[start : start + n]
+            voiced = level_dbfs(chunk) >= self._cfg.min_level_dbfs and self._vad.is_speech(
+                chunk.astype("<i2").tobytes(), VAD_RATE
+            )
+            self._window.append(voiced)
+            voiced_any = voiced_any or voiced
+            if voiced and sum(self._window) >= self._needed:
+                triggered = True
+        self._pending = buf[usable:].copy()
+        return VadResult(voiced=voiced_any, level_dbfs=frame_level, triggered=triggered)
+
+    def __call__(self, pcm: bytes) -> tuple[bool, float]:
+        """(voiced, level_dbfs): the shape `vatel-edge mic-test` wants."""
+        r = self.process(pcm)
+        return r.voiced, r.level_dbfs

@@ -1,0 +1,223 @@
+"""`vatel-edge` command line: run the daemon, set up and debug a device, talk to a running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from vatel_edge import __version__
+from vatel_edge.config import DEFAULT_CONFIG_PATH, Config, load_config, read_api_key
+from vatel_edge.errors import ConfigError, ControlError, VatelEdgeError
+
+CONFIG_ENV = "VATEL_EDGE_CONFIG"
+#: Exit status for an invalid configuration (EX_CONFIG); the unit's RestartPreventExitStatus.
+EXIT_CONFIG = 78
+
+
+def _default_config() -> str:
+    return os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=None, help=f"config file (default ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="vatel-edge", description="Always-on voice agent for small devices.")
+    parser.add_argument("--version", action="version", version=f"vatel-edge {__version__}")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                        help="override [log] level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon")
+    _add_config(p)
+    p = sub.add_parser("check-config", help="validate a config file and the API key")
+    _add_config(p)
+    p = sub.add_parser("simulate", help="run the local Vatel API simulator (loopback only)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--agent-id", default=None)
+    p = sub.add_parser("devices", help="list ALSA devices and the formats they open at")
+    p = sub.add_parser("mic-test", help="live level meter with the VAD decision per frame")
+    _add_config(p)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--device", default=None, help="ALSA capture device (default: from the config)")
+    p = sub.add_parser("speaker-test", help="play a chime through the speaker")
+    _add_config(p)
+    p.add_argument("--device", default=None, help="ALSA playback device (default: from the config)")
+    p = sub.add_parser("trigger", help="start a session in the running daemon")
+    _add_config(p)
+    p = sub.add_parser("status", help="state and counters of the running daemon")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("tool", help="run one configured tool exactly as the agent would")
+    _add_config(p)
+    p.add_argument("name")
+    p.add_argument("assignments", nargs="*", metavar="key=value")
+    p = sub.add_parser("demo", help="the whole product end to end on this machine, no hardware needed")
+    p.add_argument("--live", action="store_true", help="use the real Vatel API (ORG_API_KEY and --agent-id)")
+    p.add_argument("--agent-id", default=None)
+    p.add_argument("--out", default=None, help="directory for the demo's files (default: a temporary one)")
+    return parser
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(getattr(args, "config", None) or _default_config())
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+def _load_or_defaults(args: argparse.Namespace) -> Config:
+    """The config when there is one; defaults for the device set-up commands otherwise."""
+    path = _config_path(args)
+    if os.path.exists(path):
+        return load_config(path)
+    from vatel_edge.config import VatelConfig
+
+    return Config(vatel=VatelConfig(agent_id="00000000-0000-0000-0000-000000000000"))
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    path = _config_path(args)
+    if os.path.exists(path):
+        return load_config(path).control.socket_path
+    from vatel_edge.config import ControlConfig
+
+    return ControlConfig().socket_path
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    from vatel_edge.daemon import Daemon
+    from vatel_edge.journal import setup_logging
+
+    from vatel_edge.notify import Notifier
+
+    cfg = _load(args)
+    setup_logging(args.log_level or cfg.log.level)
+    api_key = read_api_key(cfg.vatel)
+    # unset_environment: tool processes must not inherit NOTIFY_SOCKET.
+    daemon = Daemon(cfg, api_key=api_key, notifier=Notifier(unset_environment=True))
+    daemon.install_signal_handlers()
+    await daemon.run()
+    return 0
+
+
+async def _cmd_simulate(args: argparse.Namespace) -> int:
+    from vatel_edge.simulator import run_simulator_command
+
+    return await run_simulator_command(args.host, args.port, None, args.agent_id, sys.stdout)
+
+
+async def _cmd_devices(args: argparse.Namespace) -> int:
+    from vatel_edge.audio.setup_tools import format_devices, list_devices
+
+    print(format_devices(await asyncio.to_thread(list_devices)))
+    return 0
+
+
+async def _cmd_mic_test(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from vatel_edge.audio.setup_tools import mic_test
+    from vatel_edge.audio.vad import VoiceDetector
+
+    cfg = _load_or_defaults(args)
+    audio = cfg.audio if args.device is None else dataclasses.replace(cfg.audio, capture_device=args.device)
+    await mic_test(audio, args.seconds, sys.stdout, VoiceDetector(cfg.wake))
+    return 0
+
+
+async def _cmd_speaker_test(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from vatel_edge.audio.setup_tools import speaker_test
+
+    cfg = _load_or_defaults(args)
+    audio = cfg.audio if args.device is None else dataclasses.replace(cfg.audio, playback_device=args.device)
+    await speaker_test(audio)
+    return 0
+
+
+async def _cmd_trigger(args: argparse.Namespace) -> int:
+    from vatel_edge.control import control_request
+
+    reply = await control_request(_socket_path(args), {"cmd": "trigger"})
+    if reply.get("started"):
+        print("session starting")
+        return 0
+    print(f"no session started (daemon is {reply.get('state', 'busy')})")
+    return 1
+
+
+async def _cmd_status(args: argparse.Namespace) -> int:
+    from vatel_edge.control import control_request, format_status
+
+    reply = await control_request(_socket_path(args), {"cmd": "status"})
+    status: dict[str, Any] = reply.get("status", {})
+    print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
+    return 0
+
+
+async def _cmd_tool(args: argparse.Namespace) -> int:
+    from vatel_edge.tools.cli import run_tool_command
+
+    return await run_tool_command(_load(args), args.name, list(args.assignments), sys.stdout)
+
+
+async def _cmd_demo(args: argparse.Namespace) -> int:
+    from vatel_edge.demo import run_demo
+
+    return await run_demo(live=args.live, agent_id=args.agent_id, out_dir=args.out, out=sys.stdout)
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "simulate": _cmd_simulate,
+    "devices": _cmd_devices,
+    "mic-test": _cmd_mic_test,
+    "speaker-test": _cmd_speaker_test,
+    "trigger": _cmd_trigger,
+    "status": _cmd_status,
+    "tool": _cmd_tool,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `vatel-edge` command."""
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        from vatel_edge.config import check_config_command
+
+        return check_config_command(_config_path(args), sys.stdout, sys.stderr)
+    if args.command not in ("run",):
+        import logging
+
+        logging.basicConfig(level=(args.log_level or "warning").upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(COMMANDS[args.command](args))
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        print(f"vatel-edge: invalid configuration ({_config_path(args)}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG if args.command == "run" else 2
+    except ControlError as exc:
+        print(f"vatel-edge: {exc}", file=sys.stderr)
+        return 1
+    except VatelEdgeError as exc:
+        print(f"vatel-edge: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
