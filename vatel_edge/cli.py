@@ -97,7 +97,6 @@ def _socket_path(args: argparse.Namespace) -> str:
 async def _cmd_run(args: argparse.Namespace) -> int:
     from vatel_edge.daemon import Daemon
     from vatel_edge.journal import setup_logging
-
     from vatel_edge.notify import Notifier
 
     cfg = _load(args)

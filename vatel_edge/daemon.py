@@ -115,6 +115,7 @@ class Daemon:
         self._last_activity = clock()
         self.session_id: str | None = None
         self._stop = asyncio.Event()
+        self._first_frame = asyncio.Event()
         self._reload_cfg: Config | None = None
         self._restart = asyncio.Event()
         self._wakes: asyncio.Queue[str] = asyncio.Queue(maxsize=1)  # overflow: a second wake is ignored
@@ -305,10 +306,9 @@ class Daemon:
 
     async def _wait_first_frame(self) -> None:
         assert self.capture is not None
-        deadline = self._clock() + READY_WAIT_S
-        while self.capture.last_frame_at is None and self._clock() < deadline and not self._stop.is_set():
-            await asyncio.sleep(0.02)
-        if self.capture.last_frame_at is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_frame.wait(), READY_WAIT_S)
+        if not self._first_frame.is_set():
             self._set_error("microphone not delivering audio yet")
             log.warning("no capture frames after %.0f s; ready anyway, still retrying the microphone",
                         READY_WAIT_S)
@@ -338,6 +338,7 @@ class Daemon:
         capture = self.capture
         while True:
             frame = await capture.read()
+            self._first_frame.set()
             held = self._session_audio
             if held is not None:
                 held.put(frame)
@@ -460,11 +461,13 @@ class Daemon:
         Going back to LISTENING while the agent still talks would let the wake trigger hear the
         device's own voice, so the tail plays first; a shutdown cuts it instead.
         """
-        if self.player is not None and self.player.playing:
-            if self._stop.is_set():
-                self.player.interrupt()
-            elif not await self.player.wait_idle(timeout=FINAL_AUDIO_MAX_S):
-                self.player.interrupt()
+        player = self.player
+        if (
+            player is not None
+            and player.playing
+            and (self._stop.is_set() or not await player.wait_idle(timeout=FINAL_AUDIO_MAX_S))
+        ):
+            player.interrupt()
         self._play_sound("end")
         self._gate.session_ended()
         self.sm.fire(Event.ENDED)
@@ -540,8 +543,10 @@ class Daemon:
         cancelled = self.tools.cancel_interruptible() if self.tools is not None else 0
         self.counters.interruptions += 1
         self.sm.fire_if(Event.BARGE_IN, source)
-        heard = f", {report}" if report is not None else ""
-        self._emit("barge_in", f"{source}: turn {turn}{heard}; {cancelled} tool action(s) cancelled")
+        heard = ""
+        if report is not None:
+            heard = f", {report.heard_ms / 1000:.2f} s of it heard"
+        self._emit("barge_in", f"{source}: turn {turn} cut{heard}; {cancelled} tool action(s) cancelled")
 
     def _start_tool_call(self, session: VatelSession, call: protocol.ToolCall) -> None:
         if call.tool_call_id in self._answered:
@@ -585,8 +590,8 @@ class Daemon:
     def _on_transition(self, tr: Transition) -> None:
         set_daemon_log_context(state=tr.new.value)
         if tr.new is State.LISTENING:
-            token_status = self.tokens.status if self.tokens is not None else "ready"
-            self.notifier.status("listening" if token_status == "ready" else f"listening; {token_status}")
+            offline = self.tokens.status if self.tokens is not None else "ready"
+            self.notifier.status("listening" if offline == "ready" else f"listening; {offline}")
         elif tr.new is State.CONNECTING:
             self.notifier.status("connecting")
         for want, fut in list(self._state_waiters):

@@ -61,7 +61,9 @@ class Timeline:
     def add(self, kind: str, text: str) -> None:
         t = time.monotonic() - self.t0
         self.rows.append((t, kind, text))
-        print(f"  {t:6.2f} s  {text if kind != 'state' else 'state ' + text}", file=self.out, flush=True)
+        shown = {"state": "state " + text, "wake": f"wake ({text})", "barge_in": "barge-in: " + text,
+                 "session_closed": "session closed: " + text, "tool_call_output": "tool_call_output " + text}
+        print(f"  {t:6.2f} s  {shown.get(kind, text)}", file=self.out, flush=True)
 
     def first(self, kind: str) -> float | None:
         return next((t for t, k, _ in self.rows if k == kind), None)
@@ -109,22 +111,26 @@ _LOG_SCRIPT = (
 )
 
 
-async def _wait_speech_onset(
-    session: SimSession, start: int, *, speech_ms: float = 120.0, timeout: float = 10.0
-) -> None:
-    """Wait for user speech in the audio received after byte `start` (the simulated server VAD)."""
+async def _scan(
+    session: SimSession, start: int, *, loud: bool, for_ms: float, timeout: float = 10.0
+) -> int:
+    """Scan the audio received after byte `start` until `for_ms` of frames in a row are loud (or quiet).
+
+    The simulated server VAD; returns the byte position where the run ended.
+    """
     fmt = session.fmt
     step = fmt.nbytes(20)
-    pos, loud = start - start % 2, 0.0
+    pos, run_ms = start - start % 2, 0.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await session.wait_audio(fmt.duration_ms(pos + step), timeout=timeout)
         while pos + step <= len(session.input_audio):
-            loud = loud + 20 if level_dbfs(bytes(session.input_audio[pos : pos + step])) > SPEECH_DBFS else 0.0
+            is_loud = level_dbfs(bytes(session.input_audio[pos : pos + step])) > SPEECH_DBFS
+            run_ms = run_ms + 20 if is_loud == loud else 0.0
             pos += step
-            if loud >= speech_ms:
-                return
-    raise TimeoutError("no user speech")
+            if run_ms >= for_ms:
+                return pos
+    raise TimeoutError("the simulated user did not speak as expected")
 
 
 def demo_agent(answer: bytes, goodbye: bytes) -> object:
@@ -132,7 +138,8 @@ def demo_agent(answer: bytes, goodbye: bytes) -> object:
 
     async def run(s: SimSession) -> None:
         await wait_for_utterance(s, speech_ms=300, silence_ms=500, threshold_dbfs=SPEECH_DBFS)
-        await s.speech_started()
+        # As the platform does when its VAD missed the start but a transcript arrived.
+        await s.speech_started(emulated=True)
         await s.speech_stopped()
         await s.send_transcript(USER_TEXT, is_final=True)
         await s.tool_call("set_light", {"on": True})
@@ -140,7 +147,7 @@ def demo_agent(answer: bytes, goodbye: bytes) -> object:
         heard_from = len(s.input_audio)
         turn = asyncio.create_task(s.send_turn("turn-1", answer, text=AGENT_TEXT, realtime=True))
         try:
-            await _wait_speech_onset(s, heard_from + VATEL_FORMAT.nbytes(300))
+            onset = await _scan(s, heard_from, loud=True, for_ms=120)
         finally:
             turn.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,7 +157,7 @@ def demo_agent(answer: bytes, goodbye: bytes) -> object:
         # Chunks of the interrupted turn still in flight (PROTOCOL.md): the client must drop them.
         late = answer[VATEL_FORMAT.nbytes(4000) : VATEL_FORMAT.nbytes(4200)]
         await s.send("response_audio", {"turn_id": "turn-1", "audio": _b64(late), "is_final": True})
-        await wait_for_utterance(s, speech_ms=300, silence_ms=400, threshold_dbfs=SPEECH_DBFS)
+        await _scan(s, onset, loud=False, for_ms=400)
         await s.speech_stopped()
         await s.send_transcript(INTERRUPT_TEXT, is_final=True)
         await s.send_turn("turn-2", goodbye, text="Okay. Goodbye!", realtime=True)
@@ -229,6 +236,13 @@ def _trim_silence(pcm: bytes) -> bytes:
     return x[loud[0] : loud[-1] + 1].tobytes()
 
 
+def _sounding_seconds(pcm: bytes, window_ms: int = 20) -> float:
+    """Seconds of 20 ms windows that are not silence."""
+    step = VATEL_FORMAT.nbytes(window_ms)
+    loud = sum(1 for i in range(0, len(pcm) - step + 1, step) if level_dbfs(pcm[i : i + step]) > -60)
+    return loud * window_ms / 1000.0
+
+
 def _summary(
     out: TextIO,
     timeline: Timeline,
@@ -252,8 +266,7 @@ def _summary(
               f"{(first_audio - timeline.t0 - wake) * 1000:.0f} ms", file=out)
     if session is not None:
         print(f"  audio sent: {session.audio_ms() / 1000:.1f} s of input_audio", file=out)
-    print(f"  audio played: {VATEL_FORMAT.duration_ms(len(_trim_silence(played))) / 1000:.1f} s "
-          f"(written to {wav})", file=out)
+    print(f"  audio played: {_sounding_seconds(played):.1f} s (written to {wav})", file=out)
     if interrupt_sent is not None and barge is not None:
         print(f"  barge-in: playback dropped {(barge + timeline.t0 - interrupt_sent) * 1000:.0f} ms "
               "after the server sent interruption", file=out)
