@@ -129,12 +129,38 @@ class PulseServer:
     def record_spk(self, path: Path | None = None) -> Recording:
         """Record spk.monitor (everything played to test_spk) with parec until Recording.stop()."""
         path = self.root / f"rec-{len(self._children)}.raw" if path is None else path
-        proc = subprocess.Popen(
-            ["parec", "-d", "spk.monitor", "--latency-msec=10", *RAW_ARGS, str(path)],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        # parec writes raw audio to stdout (given a file name it does not write raw data); a low latency
+        # request also makes the null sink render in small blocks, i.e. play in real time
+        with open(path, "wb") as sink_file:
+            proc = subprocess.Popen(
+                ["parec", "-d", "spk.monitor", "--latency-msec=10", *RAW_ARGS],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=sink_file, stderr=subprocess.DEVNULL,
+            )
         self._children.append(proc)
+        self.wait_sink_latency("spk", 0.1)
         return Recording(proc, path)
+
+    def sink_latency_s(self, sink: str) -> float | None:
+        """The sink's current latency as `pactl list sinks` reports it."""
+        block: list[str] = []
+        for line in [*self.pactl("list", "sinks").stdout.splitlines(), "Sink #end"]:
+            if line.startswith("Sink #"):
+                if any(row.strip() == f"Name: {sink}" for row in block):
+                    for row in block:
+                        if row.strip().startswith("Latency:"):
+                            return int(row.split()[1]) / 1e6
+                block = []
+            block.append(line)
+        return None
+
+    def wait_sink_latency(self, sink: str, below_s: float, timeout: float = 10.0) -> None:
+        """Wait until the null sink renders in small blocks. A null sink nobody asks for low latency renders
+        2 s at a time; parec --latency-msec makes it follow, once the block in progress has been played."""
+        deadline = time.monotonic() + timeout
+        while (latency := self.sink_latency_s(sink)) is None or latency >= below_s:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sink {sink} latency stays at {latency} s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """Kill every helper and the daemon, restore the environment; idempotent."""

@@ -1,0 +1,129 @@
+"""Capture through real alsa-lib: file devices (byte-exact), a 48 kHz stereo-only device, PulseAudio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audio.conftest import counting_pcm, tone
+from tests.audio.test_resample import level_db
+from tests.pulse import PulseServer
+from vatel_edge.audio.capture import Capture, CaptureFrame
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.config import AudioConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def read_n(capture: Capture, n: int, timeout: float = 20.0) -> list[CaptureFrame]:
+    return [await asyncio.wait_for(capture.read(), timeout) for _ in range(n)]
+
+
+async def test_frames_are_byte_exact_and_sized_from_frame_ms(tmp_path: Path) -> None:
+    """Each frame is frame_ms of 24 kHz mono and equals the input file at its seq's offset."""
+    src = counting_pcm(VATEL_FORMAT.samples(5000))
+    (tmp_path / "in.raw").write_bytes(src)
+    cfg = AudioConfig(capture_device=f"fcap:IN={tmp_path}/in.raw", frame_ms=30, capture_buffer_frames=10_000)
+    size = VATEL_FORMAT.nbytes(30)
+    async with Capture(cfg) as capture:
+        frames = await read_n(capture, 50)
+    assert all(len(f.pcm) == size for f in frames)
+    assert [f.seq for f in frames] == sorted(f.seq for f in frames)
+    for f in frames:
+        if (f.seq + 1) * size <= len(src):
+            assert f.pcm == src[f.seq * size : (f.seq + 1) * size], f.seq
+    assert frames[0].seq == 0 or capture.stats["dropped"] > 0
+    assert capture.last_frame_at is not None
+
+
+async def test_48k_stereo_only_device_is_resampled_from_the_configured_channel(tmp_path: Path) -> None:
+    """A device refusing 24 kHz mono opens at 48 kHz stereo; channel 1 (a 1 kHz tone) arrives at 24 kHz."""
+    native = AudioFormat(48000, 2)
+    n = native.samples(3000)
+    left, right = tone(7000, 48000, n, 8000), tone(1000, 48000, n)
+    (tmp_path / "in.raw").write_bytes(np.stack([left, right], axis=1).astype("<i2").tobytes())
+    cfg = AudioConfig(capture_device=f"f48cap:IN={tmp_path}/in.raw", capture_channel=1, capture_buffer_frames=10_000)
+    async with Capture(cfg) as capture:
+        frames = await read_n(capture, 100)
+        negotiated = capture.negotiated
+    assert negotiated is not None and "48000 Hz, 2 ch" in negotiated
+    # 60 frames with consecutive seqs (drops may leave gaps; a gap would break the tone's phase)
+    run = next(
+        (frames[i : i + 60] for i in range(len(frames) - 59) if frames[i + 59].seq - frames[i].seq == 59), None
+    )
+    assert run is not None, "too many frames dropped to analyse"
+    pcm = b"".join(f.pcm for f in run)
+    y = np.frombuffer(pcm, dtype="<i2")
+    assert len(y) == 60 * VATEL_FORMAT.samples(20)
+    assert abs(level_db(y, 1000, 24000)) < 0.5  # the right channel, at the right pitch
+    assert level_db(y, 7000, 24000) < -60  # not the left channel
+
+
+async def test_slow_consumer_drops_oldest_frames_and_counts_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a full buffer the oldest frames are dropped (seq gap), counted, and logged once per burst."""
+    (tmp_path / "in.raw").write_bytes(counting_pcm(VATEL_FORMAT.samples(2000)))
+    cfg = AudioConfig(capture_device=f"fcap:IN={tmp_path}/in.raw", capture_buffer_frames=8)
+    caplog.set_level(logging.WARNING, logger="vatel_edge.audio.capture")
+    async with Capture(cfg) as capture:
+        for _ in range(200):  # the file device is not paced: frames pile up while we do not read
+            await asyncio.sleep(0.01)
+            if capture.stats["dropped"] >= 20:
+                break
+        first = await capture.read()
+        rest = [await capture.read() for _ in range(7)]
+    dropped = capture.stats["dropped"]
+    assert dropped >= 20
+    assert first.seq >= dropped - 8 >= 0  # the oldest went first: what is left is recent
+    assert [f.seq for f in rest] == list(range(first.seq + 1, first.seq + 8))
+    overflow_logs = [r for r in caplog.records if "buffer full" in r.getMessage()]
+    assert 1 <= len(overflow_logs) < dropped
+
+
+async def test_missing_device_is_retried_until_it_appears(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A device that fails to open is retried with backoff (logged once) and frames flow once it works."""
+    path = tmp_path / "late.raw"
+    cfg = AudioConfig(capture_device=f"fcap:IN={path}", capture_buffer_frames=10_000)
+    caplog.set_level(logging.INFO, logger="vatel_edge.audio.capture")
+    async with Capture(cfg, retry_base_s=0.05, retry_max_s=0.2) as capture:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(capture.read(), 0.8)
+        path.write_bytes(counting_pcm(VATEL_FORMAT.samples(1000)))
+        frame = await asyncio.wait_for(capture.read(), 20)
+    assert frame.pcm == counting_pcm(VATEL_FORMAT.samples(20), VATEL_FORMAT.samples(20) * frame.seq)
+    lost = [r for r in caplog.records if "microphone unavailable" in r.getMessage()]
+    back = [r for r in caplog.records if "microphone is back" in r.getMessage()]
+    assert len(lost) == 1 and len(back) == 1
+
+
+async def test_close_joins_the_reader_thread_even_when_the_device_never_opens(tmp_path: Path) -> None:
+    """Closing returns promptly and leaves no reader thread, whether the device is open or being retried."""
+    cfg = AudioConfig(capture_device=f"fcap:IN={tmp_path}/never.raw")
+    capture = Capture(cfg, retry_base_s=30, retry_max_s=30)
+    async with capture:
+        await asyncio.sleep(0.2)
+    assert not any(t.name == "vatel-capture" for t in threading.enumerate())
+    await capture.aclose()  # idempotent
+
+
+async def test_realtime_pulse_microphone_delivers_the_fed_audio(pulse: PulseServer) -> None:
+    """Through PulseAudio (real time) a 440 Hz tone fed into the mic arrives as 20 ms frames at 24 kHz."""
+    cfg = AudioConfig(capture_device="test_mic")
+    async with Capture(cfg) as capture:
+        await read_n(capture, 2)
+        feeder = pulse.feed_mic(tone(440, 24000, 24000 * 2).astype("<i2").tobytes())
+        try:
+            frames = await read_n(capture, 75)
+        finally:
+            feeder.kill()
+            feeder.wait()
+    y = np.frombuffer(b"".join(f.pcm for f in frames[-40:]), dtype="<i2")
+    assert abs(level_db(y, 440, 24000)) < 1.0
+    assert capture.stats["dropped"] == 0
+    assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + 75))

@@ -1,0 +1,215 @@
+"""Microphone capture: a reader thread -> a bounded buffer -> asyncio.
+
+The reader thread owns the ALSA device. It converts whatever the device negotiated to 24 kHz mono
+(channel pick + Resampler), cuts `audio.frame_ms` frames and hands each to the event loop with
+`call_soon_threadsafe`. Overflow policy: the buffer holds `audio.capture_buffer_frames` frames; when
+the consumer is slower, the OLDEST frame is dropped (a gap in `seq`), counted in stats["dropped"], and
+logged once per burst. A device that fails to open or vanishes is reopened with backoff; `read()`
+just waits meanwhile (logged once when lost, once when back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+
+from vatel_edge.audio.alsa import AlsaPcm, backoff_delay
+from vatel_edge.audio.format import VATEL_FORMAT
+from vatel_edge.audio.resample import Resampler, to_mono
+from vatel_edge.config import AudioConfig
+from vatel_edge.errors import AudioDeviceError
+
+log = logging.getLogger(__name__)
+
+CAPTURE_PERIODS = 4
+STALL_S = 2.0  # no audio for this long from an open device: treat it as gone and reopen
+
+
+@dataclass(frozen=True)
+class CaptureFrame:
+    """One frame of microphone audio."""
+
+    pcm: bytes  # PCM16 LE mono 24 kHz, exactly audio.frame_ms long
+    t: float  # time.monotonic() when the frame was complete
+    seq: int  # 0, 1, 2, ... (gaps = dropped frames)
+
+
+class Capture:
+    """Async context manager delivering CaptureFrames from the configured microphone."""
+
+    def __init__(self, cfg: AudioConfig, *, retry_base_s: float = 0.5, retry_max_s: float = 10.0) -> None:
+        self._cfg = cfg
+        self._frame_samples = VATEL_FORMAT.samples(cfg.frame_ms)
+        self._frame_bytes = VATEL_FORMAT.nbytes(cfg.frame_ms)
+        self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
+        self._buffer: collections.deque[CaptureFrame] = collections.deque()
+        self._ready: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
+        self._burst = 0  # frames dropped in the current overflow burst
+        self._stats = {"frames": 0, "dropped": 0, "overruns": 0, "reopens": 0}
+        self.last_frame_at: float | None = None
+        self.negotiated: str | None = None  # description of the open device, for status
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: frames delivered to the buffer, dropped (overflow), overruns, reopens."""
+        return dict(self._stats)
+
+    async def __aenter__(self) -> Capture:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        """Start the reader thread (from within the event loop)."""
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        self._stop.clear()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="vatel-capture", daemon=True)
+        self._thread.start()
+
+    async def aclose(self) -> None:
+        """Stop the reader thread and wait for it; idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        await asyncio.to_thread(thread.join)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
+
+    async def read(self) -> CaptureFrame:
+        """The oldest buffered frame, waiting for one if needed."""
+        assert self._ready is not None, "Capture used outside its context"
+        while not self._buffer:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._buffer.popleft()
+
+    def drain(self) -> list[CaptureFrame]:
+        """Take every buffered frame now (e.g. to discard stale audio)."""
+        frames = list(self._buffer)
+        self._buffer.clear()
+        return frames
+
+    # ------------------------------------------------------------------ event-loop side
+
+    def _deliver(self, frame: CaptureFrame) -> None:
+        if len(self._buffer) >= self._cfg.capture_buffer_frames:
+            self._buffer.popleft()  # overflow policy: drop the oldest
+            self._stats["dropped"] += 1
+            if self._burst == 0:
+                log.warning(
+                    "capture buffer full (%d frames): consumer too slow, dropping oldest frames",
+                    self._cfg.capture_buffer_frames,
+                )
+            self._burst += 1
+        elif self._burst and len(self._buffer) < self._cfg.capture_buffer_frames // 2:
+            log.warning("capture overflow ended: %d frames dropped", self._burst)
+            self._burst = 0
+        self._buffer.append(frame)
+        self.last_frame_at = frame.t
+        assert self._ready is not None
+        self._ready.set()
+
+    # ------------------------------------------------------------------ reader thread
+
+    def _run(self) -> None:
+        attempt = 0
+        lost_logged = False
+        seq = 0
+        while not self._stop.is_set():
+            try:
+                pcm = AlsaPcm(
+                    self._cfg.capture_device, "capture", period_ms=self._cfg.frame_ms, periods=CAPTURE_PERIODS
+                )
+            except AudioDeviceError as exc:
+                if not lost_logged:
+                    log.warning("microphone unavailable (%s); retrying in the background", exc)
+                    lost_logged = True
+                self._sleep(backoff_delay(attempt, base_s=self._retry_base_s, max_s=self._retry_max_s))
+                attempt += 1
+                continue
+            if lost_logged:
+                log.warning("microphone is back: %s", pcm.negotiated.describe())
+                lost_logged = False
+            elif self.negotiated != pcm.negotiated.describe():
+                log.info("microphone open: %s", pcm.negotiated.describe())
+            self.negotiated = pcm.negotiated.describe()
+            try:
+                seq = self._pump(pcm, seq)
+                attempt = 0
+            except AudioDeviceError as exc:
+                log.warning("microphone lost (%s); reopening in the background", exc)
+                lost_logged = True
+                self._stats["reopens"] += 1
+                self._sleep(backoff_delay(attempt, base_s=self._retry_base_s, max_s=self._retry_max_s))
+                attempt += 1
+            finally:
+                pcm.close()
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def _pump(self, pcm: AlsaPcm, seq: int) -> int:
+        """Read until stopped (returns the next seq) or the device fails (raises AudioDeviceError)."""
+        native = pcm.native
+        resampler = Resampler(native.rate, VATEL_FORMAT.rate)
+        channel = min(self._cfg.capture_channel, native.channels - 1)
+        pending = b""  # device bytes not yet a whole sample frame
+        out = np.zeros(0, dtype=np.int16)  # 24 kHz mono samples not yet a whole frame
+        period_s = pcm.negotiated.period_frames / native.rate
+        last_data = time.monotonic()
+        while not self._stop.is_set():
+            data = pcm.read()
+            if data is None:
+                self._stats["overruns"] += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("capture overrun (recovered)")
+                continue
+            now = time.monotonic()
+            if not data:
+                if now - last_data > STALL_S:
+                    raise AudioDeviceError(f"no audio from {pcm.negotiated.device!r} for {STALL_S:.0f} s")
+                pcm.wait(2 * period_s, self._wake_r)
+                continue
+            last_data = now
+            pending += data
+            usable = len(pending) - len(pending) % native.bytes_per_frame
+            raw = np.frombuffer(pending[:usable], dtype="<i2")
+            pending = pending[usable:]
+            mono = to_mono(raw, native.channels, channel)
+            out = np.concatenate([out, resampler.process(mono)])
+            while len(out) >= self._frame_samples:
+                frame = CaptureFrame(out[: self._frame_samples].astype("<i2").tobytes(), time.monotonic(), seq)
+                out = out[self._frame_samples :]
+                seq += 1
+                self._stats["frames"] += 1
+                loop = self._loop
+                assert loop is not None
+                try:
+                    loop.call_soon_threadsafe(self._deliver, frame)
+                except RuntimeError:  # the loop is closed: nobody is listening any more
+                    return seq
+        return seq
