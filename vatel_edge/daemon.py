@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vatel_edge import protocol
+from vatel_edge.audio.aec_path import EchoPath, check_duplex, open_echo_path
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.playback import Player
@@ -134,6 +135,9 @@ class Daemon:
         self.gpio: GpioBackend | None = None
         self._preroll = PrerollBuffer(cfg.wake.preroll_ms, cfg.audio.frame_ms)
         self._vad: VoiceDetector | None = None
+        self.echo: EchoPath | None = None  # echo cancellation of the capture path (None: none runs)
+        self._barge_vad: VoiceDetector | None = None  # session.barge_in local/both: the VAD during playback
+        self._barge_armed = False  # _barge_vad has seen frames of the current stretch of playback
         self._gate = WakeGate(cfg.wake.cooldown_ms / 1000.0, clock)
         self._connect_backoff = Backoff(1.0, 2.0, 60.0)
         self._sounds: dict[str, bytes] = {}
@@ -175,6 +179,7 @@ class Daemon:
         try:
             new = load_config(self.cfg.path)
             new_key = read_api_key(new.vatel)
+            check_duplex(new)
         except ConfigError as exc:
             self._set_error(f"reload refused: {exc.problems[0]}")
             log.error("reload refused, keeping the running config:\n%s", exc)
@@ -255,6 +260,7 @@ class Daemon:
             self.notifier.stopping()
             if self.sm.can(Event.STOPPED):
                 self.sm.fire(Event.STOPPED)
+            set_daemon_log_context(state=None, session_id=None, turn_id=None)
 
     def _apply_reload(self, new: Config) -> None:
         self.cfg = new
@@ -266,6 +272,7 @@ class Daemon:
 
     async def _run_once(self) -> None:
         cfg = self.cfg
+        check_duplex(cfg)  # ConfigError at start: a named echo engine missing, or local barge-in without one
         async with AsyncExitStack() as stack:
             self.gpio = make_gpio_backend(cfg.gpio.backend)
             stack.callback(self._forget_components)
@@ -274,9 +281,17 @@ class Daemon:
                 ToolRegistry(cfg.tools, self.gpio, max_concurrency=cfg.session.max_tool_concurrency)
             )
             self.tokens = await stack.enter_async_context(TokenProvider(cfg.vatel, self._api_key))
+            self.echo = open_echo_path(cfg.audio)
+            stack.callback(self._close_echo)  # after the player's writer thread has stopped
             self.player = await stack.enter_async_context(Player(cfg.audio))
+            if self.echo is not None:
+                self.player.on_written = self.echo.on_written
+                self.player.on_dropped = self.echo.on_dropped
             self.capture = await stack.enter_async_context(Capture(cfg.audio))
             self._vad = VoiceDetector(cfg.wake) if cfg.wake.mode == "vad" else None
+            local = cfg.session.barge_in in ("local", "both") and self.echo is not None
+            self._barge_vad = VoiceDetector(cfg.wake) if local else None
+            self._log_duplex()
             self._load_sounds()
             await stack.enter_async_context(ControlServer(cfg.control.socket_path, self._control))
             await stack.enter_async_context(
@@ -303,6 +318,20 @@ class Daemon:
         self.tokens = None
         self.tools = None
         self.gpio = None
+
+    def _close_echo(self) -> None:
+        echo, self.echo = self.echo, None
+        if echo is not None:
+            echo.close()
+
+    def _log_duplex(self) -> None:
+        """Say once at start how the microphone is treated while the agent speaks, and who barges in."""
+        engine = self.echo.name if self.echo is not None else "none"
+        mic = "muted" if self._mute_during_playback() else "streamed"
+        if self.echo is None and self.cfg.audio.echo_cancel == "auto":
+            log.warning("no echo canceller: the microphone is %s while the agent speaks", mic)
+        log.info("echo cancellation: %s; microphone %s during agent speech; barge-in by %s", engine, mic,
+                 "the server" if self._barge_vad is None else "the local VAD and the server")
 
     async def _wait_first_frame(self) -> None:
         assert self.capture is not None
@@ -333,14 +362,19 @@ class Daemon:
             await asyncio.gather(stop, restart, return_exceptions=True)
 
     async def _pump(self) -> None:
-        """The only reader of the microphone: pre-roll and wake while listening, session audio after."""
+        """The only reader of the microphone: echo cancellation first, then pre-roll and wake while listening,
+        session audio (and the local barge-in VAD) after."""
         assert self.capture is not None
         capture = self.capture
         while True:
             frame = await capture.read()
             self._first_frame.set()
+            if self.echo is not None:
+                frame = self.echo.process(frame)
             held = self._session_audio
             if held is not None:
+                if self._barge_vad is not None:
+                    self._local_barge_in(frame.pcm)
                 held.put(frame)
                 continue
             self._preroll.append(frame)
@@ -348,6 +382,24 @@ class Daemon:
                 result = self._vad.process(frame.pcm)
                 if result.triggered and self._gate.open():
                     self._begin_wake("voice")
+
+    def _local_barge_in(self, pcm: bytes) -> None:
+        """session.barge_in local/both: voice on the echo-cancelled mic while the agent plays cuts playback.
+
+        Debounced like the wake (wake.min_speech_ms voiced within wake.window_ms); armed only once the echo
+        canceller has converged, and counted afresh for every stretch of playback."""
+        assert self._barge_vad is not None
+        playing = self.player is not None and self.player.playing
+        if not playing or self.echo is None or not self.echo.converged:
+            if self._barge_armed:
+                self._barge_vad.reset()
+                self._barge_armed = False
+            return
+        self._barge_armed = True
+        if self._barge_vad.process(pcm).triggered:
+            self._barge_vad.reset()
+            self._barge_armed = False
+            self.barge_in("local vad")
 
     def _begin_wake(self, reason: str) -> bool:
         """The trigger point: the pre-roll becomes the head of the session's audio, now."""
@@ -474,12 +526,11 @@ class Daemon:
 
     async def _send_audio(self, session: VatelSession, audio: SessionAudio) -> None:
         """Drain the held audio into input_audio, in capture order; mute it while the agent speaks if told."""
-        mute = self._mute_during_playback()
         silence = bytes(VATEL_FORMAT.nbytes(self.cfg.audio.frame_ms))
         while True:
             frame = await audio.get()
             pcm = frame.pcm
-            if mute and self.player is not None and self.player.playing:
+            if self.player is not None and self.player.playing and self._mute_during_playback():
                 pcm = silence[: len(pcm)]
             try:
                 await session.send_input_audio(pcm)
@@ -489,9 +540,10 @@ class Daemon:
                 return
 
     def _mute_during_playback(self) -> bool:
+        """audio.mic_during_playback: auto streams only while an echo canceller is actually running."""
         policy = self.cfg.audio.mic_during_playback
         if policy == "auto":
-            return self.cfg.audio.echo_cancel == "off"
+            return self.echo is None or not self.echo.active
         return policy == "mute"
 
     async def _receive(self, session: VatelSession) -> None:
@@ -525,7 +577,12 @@ class Daemon:
             set_daemon_log_context(session_id=event.session_id)
             self.notifier.status(f"in session {event.session_id}")
         elif isinstance(event, protocol.Interruption):
-            if self.cfg.session.barge_in in ("server", "both"):
+            # Every barge_in mode honours the server; local/both only add the local VAD (which may have cut
+            # this turn already: then the server's interruption has nothing left to stop).
+            playing = self.player is not None and self.player.playing
+            if not playing and self._current_turn is not None and self._current_turn in self._interrupted:
+                log.info("server interruption: turn %s was already cut locally", self._current_turn)
+            else:
                 self.barge_in("server interruption")
         elif isinstance(event, protocol.ToolCall):
             self._start_tool_call(session, event)
