@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 SAMPLE_WIDTH = 2  # PCM16
 VATEL_RATE = 24_000  # PROTOCOL.md: PCM16 LE mono 24 kHz both ways
@@ -35,3 +39,18 @@ class AudioFormat:
 
 
 VATEL_FORMAT = AudioFormat()
+
+
+SILENCE_DBFS = -96.0  # the floor: digital silence and anything quieter
+_FULL_SCALE = 32768.0
+
+
+def level_dbfs(pcm: bytes | npt.NDArray[np.int16]) -> float:
+    """RMS level of PCM16 samples (bytes or int16 array) in dBFS, never below SILENCE_DBFS."""
+    x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2") if isinstance(pcm, bytes) else pcm
+    if x.size == 0:
+        return SILENCE_DBFS
+    rms = math.sqrt(float(np.mean(np.square(x.astype(np.float64)))))
+    if rms <= 0.0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * math.log10(rms / _FULL_SCALE))

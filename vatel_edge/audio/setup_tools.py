@@ -12,7 +12,7 @@ import numpy as np
 
 from vatel_edge.audio.alsa import AlsaPcm, Direction, pcm_names
 from vatel_edge.audio.capture import Capture
-from vatel_edge.audio.format import VATEL_FORMAT
+from vatel_edge.audio.format import VATEL_FORMAT, level_dbfs
 from vatel_edge.audio.playback import Player
 from vatel_edge.config import AudioConfig
 from vatel_edge.errors import AudioDeviceError
@@ -67,15 +67,6 @@ def format_devices(devices: Iterable[DeviceInfo]) -> str:
         lines.append(f"    capture:  {d.capture or '-'}")
         lines.append(f"    playback: {d.playback or '-'}")
     return "\n".join(lines) + ("\n" if lines else "no ALSA PCM devices found\n")
-
-
-def level_dbfs(pcm: bytes) -> float:
-    """RMS level of PCM16 audio in dBFS (-96 for silence)."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    if not len(samples):
-        return -96.0
-    rms = math.sqrt(float(np.mean(samples * samples)))
-    return max(-96.0, 20 * math.log10(rms / 32768.0)) if rms > 0 else -96.0
 
 
 def _meter(dbfs: float, width: int = 40) -> str:

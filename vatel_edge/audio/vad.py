@@ -15,24 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, level_dbfs
 from vatel_edge.audio.resample import Resampler
 from vatel_edge.config import WakeConfig
 
 VAD_RATE = 16_000
 VAD_FORMAT = AudioFormat(rate=VAD_RATE)
-SILENCE_DBFS = -96.0
-_FULL_SCALE = 32768.0
-
-
-def level_dbfs(samples: np.ndarray) -> float:
-    """RMS level of int16 samples in dBFS (SILENCE_DBFS for digital silence)."""
-    if samples.size == 0:
-        return SILENCE_DBFS
-    rms = math.sqrt(float(np.mean(np.square(samples.astype(np.float64)))))
-    if rms <= 0.0:
-        return SILENCE_DBFS
-    return max(SILENCE_DBFS, 20.0 * math.log10(rms / _FULL_SCALE))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, level_dbfs
 from vatel_edge.simulator.session import Script, SimSession
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,6 @@ def tone(ms: float, *, freq: float = 440.0, level_dbfs: float = -12.0, fmt: Audi
         wave[:fade] *= ramp
         wave[n - fade :] *= ramp[::-1]
     return wave.astype("<i2").tobytes()
-
-
-def level_dbfs(pcm: bytes) -> float:
-    """RMS level of PCM16 in dBFS (-inf for digital silence)."""
-    if len(pcm) < 2:
-        return -math.inf
-    x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
-    rms = math.sqrt(float(np.mean(x * x)))
-    return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
 
 
 def steps(*items: Step) -> Script:
