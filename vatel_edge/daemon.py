@@ -37,7 +37,7 @@ from vatel_edge.notify import Notifier, Watchdog
 from vatel_edge.session import VatelSession
 from vatel_edge.state import Event, State, StateMachine, Transition
 from vatel_edge.token import TokenProvider
-from vatel_edge.tools.gpio import GpioBackend, make_gpio_backend
+from vatel_edge.tools.gpio import ButtonWatch, GpioBackend, make_gpio_backend
 from vatel_edge.tools.registry import ToolRegistry
 from vatel_edge.wake import PrerollBuffer, SessionAudio, WakeGate
 
@@ -294,6 +294,14 @@ class Daemon:
             self._log_duplex()
             self._load_sounds()
             await stack.enter_async_context(ControlServer(cfg.control.socket_path, self._control))
+            watch: ButtonWatch | None = None
+            if cfg.wake.mode == "button":
+                # Requested before READY: a missing chip or line is a start-up error naming both.
+                w = cfg.wake
+                watch = await stack.enter_async_context(
+                    self.gpio.watch_button(w.button_chip, w.button_line, active_low=w.button_active_low,
+                                           debounce_ms=w.debounce_ms)
+                )
             await stack.enter_async_context(
                 Watchdog(self.notifier, lambda: self.capture.last_frame_at if self.capture else None,
                          max_frame_age_s=max(2.0, 10 * cfg.audio.frame_ms / 1000.0))
@@ -309,8 +317,8 @@ class Daemon:
                 self.notifier.ready_after_reload()
             if cfg.wake.mode == "always":
                 tasks.spawn(self._always_loop(), "always-on wake")
-            if cfg.wake.mode == "button":
-                tasks.spawn(self._button_loop(), "button wake")
+            if watch is not None:
+                tasks.spawn(self._button_loop(watch), "button wake")
             await self._serve(tasks)
 
     def _forget_components(self) -> None:
@@ -420,12 +428,9 @@ class Daemon:
                 self._begin_wake("always-on")
             await asyncio.sleep(max(0.05, self._gate.remaining()))
 
-    async def _button_loop(self) -> None:
+    async def _button_loop(self, watch: ButtonWatch) -> None:
         """Button mode: a press starts a session, a second press ends it."""
-        assert self.gpio is not None
-        w = self.cfg.wake
-        async for _press in self.gpio.watch_button(w.button_chip, w.button_line,
-                                                   active_low=w.button_active_low, debounce_ms=w.debounce_ms):
+        async for _press in watch:
             if self.sm.state is State.LISTENING:
                 self.trigger("button")
             else:

@@ -207,3 +207,26 @@ def _tone_seconds(x: np.ndarray, freq: float, window_ms: int = 20) -> float:
         if proj > 0.5 * energy and energy / n > (32768 * 10 ** (-40 / 20)) ** 2:
             count += 1
     return count * window_ms / 1000.0
+
+
+async def test_button_press_starts_a_session_and_a_second_press_ends_it(pulse: PulseServer, tmp_path: Path) -> None:
+    """Button mode (fake GPIO backend): press -> session; press again -> session ends, back to listening."""
+    from vatel_edge.tools.gpio import FakeGpio
+
+    async def script(s: SimSession) -> None:
+        await s.wait_closed(timeout=30)
+
+    async with Simulator(script=script) as sim, daemon_with(
+        sim, tmp_path, wake={"mode": "button", "button_line": "GPIO5", "debounce_ms": 10}
+    ) as (daemon, events):
+        gpio = daemon.gpio
+        assert isinstance(gpio, FakeGpio)
+        assert gpio.press("gpiochip0", "GPIO5") == 1
+        session = await sim.next_session(timeout=10)
+        await daemon.wait_state(State.IN_SESSION, timeout=5)
+        await asyncio.sleep(0.1)
+        assert gpio.press("gpiochip0", "GPIO5") == 1
+        await session.wait_closed(timeout=10)
+        await daemon.wait_state(State.LISTENING, timeout=5)
+    assert any(k == "wake" and t == "button" for k, t in events.rows)
+    assert any(k == "session_closed" and t == "button" for k, t in events.rows)
