@@ -76,22 +76,14 @@ def available_engines() -> list[str]:
     return [kind for kind in ENGINES if _probe(kind)]
 
 
-def make_echo_canceller(kind: str, frame_ms: int, rate: int = VATEL_FORMAT.rate) -> EchoCanceller | None:
-    """Build the canceller named by ``audio.echo_cancel``: "auto" = best installed (None if none), "off" = None.
-
-    A named engine that is not installed raises ConfigError naming the key and how to install it.
-    """
+def resolve_engine(kind: str) -> str | None:
+    """The engine ``audio.echo_cancel = kind`` selects here, without building it: "auto" = best installed
+    (None if none), "off" = None. An unknown or uninstalled named engine raises ConfigError naming the key."""
     if kind == "off":
         return None
     if kind == "auto":
         installed = available_engines()
-        if not installed:
-            log.warning(
-                "audio.echo_cancel = auto: no echo canceller installed (%s); the agent may hear itself",
-                "; ".join(_INSTALL_HINT.values()),
-            )
-            return None
-        kind = installed[0]
+        return installed[0] if installed else None
     if kind not in ENGINES:
         raise ConfigError(f"audio.echo_cancel: unknown engine {kind!r} (choose auto, {', '.join(ENGINES)} or off)")
     if not _probe(kind):
@@ -100,6 +92,23 @@ def make_echo_canceller(kind: str, frame_ms: int, rate: int = VATEL_FORMAT.rate)
             f"audio.echo_cancel = {kind!r}, but that engine is not installed here ({_INSTALL_HINT[kind]}); "
             f"installed: {', '.join(others) or 'none'}"
         )
+    return kind
+
+
+def make_echo_canceller(kind: str, frame_ms: int, rate: int = VATEL_FORMAT.rate) -> EchoCanceller | None:
+    """Build the canceller named by ``audio.echo_cancel``: "auto" = best installed (None if none), "off" = None.
+
+    A named engine that is not installed raises ConfigError naming the key and how to install it.
+    """
+    engine_kind = resolve_engine(kind)
+    if engine_kind is None:
+        if kind == "auto":
+            log.warning(
+                "audio.echo_cancel = auto: no echo canceller installed (%s); the agent may hear itself",
+                "; ".join(_INSTALL_HINT.values()),
+            )
+        return None
+    kind = engine_kind
     fmt = AudioFormat(rate=rate)
     engine: EchoCanceller
     if kind == "webrtc":
@@ -125,15 +134,20 @@ class _StreamClock:
     thread scheduling. A real device plays (and records) samples back to back, so while the observed index
     stays within `tolerance` samples of where the previous chunk ended, the chunk goes right after it.
     Clock drift is followed without jumps: once the smoothed offset of the observations exceeds `deadband`,
-    the stream moves by one sample per chunk towards them. Further off than `tolerance` (an underrun, a
-    pause between turns, dropped capture frames) the stream re-anchors at the observed index.
+    the stream moves by one sample towards them, at most once per `step_every` samples (crystal drift is
+    < 200 ppm; faster apparent drift is latency reporting settling, e.g. PulseAudio's buffer growing after a
+    start, and following it would shift the reference under a converged canceller; measured in the PulseAudio
+    room: 9 ms in 4 s, ERLE 20 dB instead of 55). Further off than `tolerance` (an underrun, a pause between
+    turns, dropped capture frames) the stream re-anchors at the observed index.
     """
 
     _SMOOTHING = 0.05
 
-    def __init__(self, tolerance: int, deadband: int) -> None:
+    def __init__(self, tolerance: int, deadband: int, step_every: int = 1) -> None:
         self._tolerance = tolerance
         self._deadband = deadband
+        self._step_every = step_every
+        self._since_step = 0
         self._offset = 0.0  # smoothed (observed - placed) in samples
         self.next: int | None = None
         self.reanchors = 0
@@ -147,10 +161,12 @@ class _StreamClock:
         else:
             start = self.next
             self._offset += self._SMOOTHING * ((observed - start) - self._offset)
-            if abs(self._offset) > self._deadband:
+            self._since_step += n
+            if abs(self._offset) > self._deadband and self._since_step >= self._step_every:
                 step = 1 if self._offset > 0 else -1
                 start += step
                 self._offset -= step
+                self._since_step = 0
         self.next = start + n
         return start
 
@@ -177,6 +193,8 @@ class EchoReference:
     reference the canceller has adapted to). `lead_s` hands over the reference that much ahead of its echo,
     so the echo path the canceller sees stays causal despite estimation error (reverberation biases the
     envelope peak ~10 ms late); the cancellers model a 200+ ms path, so a small lead costs nothing.
+    `self_aligning_s` (for engines that estimate the delay themselves, like AEC3): an estimate is applied only
+    when the echo would otherwise lead its reference (non-causal) or lag it by more than this.
     """
 
     def __init__(
@@ -196,6 +214,7 @@ class EchoReference:
         median_of: int = 5,
         hysteresis_s: float = 0.004,
         tolerance_s: float = 0.03,
+        self_aligning_s: float | None = None,
     ) -> None:
         if fmt.channels != 1 or fmt.width != 2:
             raise ValueError("EchoReference takes PCM16 mono")
@@ -215,6 +234,9 @@ class EchoReference:
         self._min_corr = min_correlation
         self._min_active = min_active
         self._hysteresis = hysteresis_s
+        self._lead_s = lead_s
+        self._self_aligning_s = self_aligning_s
+        self.estimated_delay_s: float | None = None  # the newest accepted estimate (median), applied or not
         self._estimates: deque[float] = deque(maxlen=median_of)
         # ring of played samples, indexed by absolute sample index i -> time _t0 + i / rate
         margin_s = 1.0
@@ -224,12 +246,15 @@ class EchoReference:
         self._end = 0  # one past the newest written sample; samples at or after it are silence
         self._t0: float | None = None
         tol = fmt.samples(tolerance_s * 1000.0)
-        self._play_clock = _StreamClock(tol, deadband=fmt.samples(5.0))
-        self._cap_clock = _StreamClock(tol, deadband=fmt.samples(5.0))
+        step_every = fmt.samples(_DRIFT_STEP_MS)
+        self._play_clock = _StreamClock(tol, deadband=fmt.samples(5.0), step_every=step_every)
+        self._cap_clock = _StreamClock(tol, deadband=fmt.samples(5.0), step_every=step_every)
         # mic envelope ring: log-energy per block, NaN where no mic was seen, indexed by absolute block
         self._mic_cap = self._window_blocks + 2 * (self._max_lag - self._min_lag) + 64
         self._mic_env = np.full(self._mic_cap, np.nan)
         self._mic_newest: int | None = None  # absolute block index of the newest mic block
+        self._mic_tail = np.zeros(0, dtype=np.float64)  # samples after the newest whole block (partial block)
+        self._mic_tail_end = 0  # absolute sample index just after _mic_tail
         self._since_update = 0
         self._delay_s = initial_delay_s
         self._lock = threading.Lock()
@@ -294,6 +319,7 @@ class EchoReference:
             self._cap_clock.clear()
             self._mic_env.fill(np.nan)
             self._mic_newest = None
+            self._mic_tail = np.zeros(0, dtype=np.float64)
             self._since_update = 0
 
     def _write(self, start: int, samples: npt.NDArray[np.int16]) -> None:
@@ -343,10 +369,18 @@ class EchoReference:
     def _observe(self, mic: bytes, mic_start: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int16], int] | None:
         """Store the mic envelope; every `update_s` return what the delay search needs (lock held)."""
         x = np.frombuffer(mic, dtype="<i2").astype(np.float64)
+        n = x.size
+        # contiguous (within a drift step): complete the block split between the previous frame and this one
+        if self._mic_tail.size and abs(self._mic_tail_end - mic_start) <= _CONTIGUOUS_SLACK:
+            x = np.concatenate((self._mic_tail, x))
+            mic_start -= self._mic_tail.size
         b = self._block
         first_block = -(-mic_start // b)  # first block boundary inside the frame
         offset = first_block * b - mic_start
-        nblocks = (x.size - offset) // b
+        nblocks = max(0, (x.size - offset) // b)
+        used = offset + nblocks * b
+        self._mic_tail = x[used:].copy() if used < x.size else np.zeros(0, dtype=np.float64)
+        self._mic_tail_end = mic_start + x.size
         if nblocks > 0:
             energies = np.mean(x[offset : offset + nblocks * b].reshape(nblocks, b) ** 2, axis=1)
             idx = np.arange(first_block, first_block + nblocks)
@@ -355,7 +389,7 @@ class EchoReference:
                 self._mic_env[gap % self._mic_cap] = np.nan
             self._mic_env[idx % self._mic_cap] = _log_energy(energies)
             self._mic_newest = first_block + nblocks - 1
-        self._since_update += x.size
+        self._since_update += n
         if self._since_update < self._update or self._mic_newest is None:
             return None
         self._since_update = 0
@@ -386,11 +420,27 @@ class EchoReference:
             self._estimates.append(lag[0] * b / self._rate)
             new = float(np.median(np.asarray(self._estimates)))
             new = min(self._max_delay_s, max(self._min_delay_s, new))
+            self.estimated_delay_s = new
+            if self._self_aligning_s is not None:
+                # the engine finds the echo itself within a causal lag range: moving the reference under it
+                # only makes it re-converge (measured with AEC3: ~3 s of echo), so correct only outside it
+                lag_seen = new - self._delay_s + self._lead_s
+                if _CAUSAL_MARGIN_S <= lag_seen <= self._self_aligning_s:
+                    return
             if abs(new - self._delay_s) > self._hysteresis:
                 log.debug("echo delay correction %.1f ms -> %.1f ms", self._delay_s * 1e3, new * 1e3)
                 self._delay_s = new
                 self.stats["delay_changes"] += 1
 
+
+_DRIFT_STEP_MS = 250.0
+"""A stream clock moves at most one sample per this much audio (4 samples/s at 24 kHz: ~170 ppm)."""
+
+_CONTIGUOUS_SLACK = 2
+"""Samples a capture frame may start off where the previous one ended and still count as contiguous."""
+
+_CAUSAL_MARGIN_S = 0.005
+"""A self-aligning engine is left alone while the echo lags its reference by at least this much."""
 
 _ACTIVE_ENERGY = (32768.0 * 10 ** (-55 / 20)) ** 2
 """Mean square of a block louder than -55 dBFS: the reference counts as playing."""

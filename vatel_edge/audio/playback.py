@@ -103,6 +103,9 @@ class Player:
         self.on_written: Callable[[bytes, float], None] | None = None
         """Called from the writer thread with the 24 kHz mono PCM written to the device (after gain) and
         the monotonic time it is expected to be heard: the reference for an echo canceller. Keep it cheap."""
+        self.on_dropped: Callable[[float], None] | None = None
+        """Called from the writer thread with the monotonic time the device buffer was dropped for a barge-in:
+        nothing written before it sounds after it (the echo reference cuts there). Keep it cheap."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -484,4 +487,7 @@ class _Writer:
         with self.p._lock:
             self.p._interrupt_pending = False
         self.stop_device()
+        hook = self.p.on_dropped
+        if hook is not None:
+            hook(time.monotonic())
         self.end_turn()
