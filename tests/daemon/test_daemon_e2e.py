@@ -21,7 +21,7 @@ from tests.pulse import PulseServer
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import Config
 from vatel_edge.daemon import Daemon, running
-from vatel_edge.simulator import SimSession, Simulator
+from vatel_edge.simulator import SimSession, Simulator, TokenFault
 from vatel_edge.simulator.script import wait_for_utterance
 from vatel_edge.state import State
 
@@ -68,12 +68,17 @@ def recorder(pulse: PulseServer, tmp_path: Path) -> Iterator[Callable[[], bytes]
     stop()
 
 
+@pytest.mark.parametrize("token", ["prefetched", "slow"])
 async def test_speech_wakes_and_server_gets_contiguous_audio_from_before_onset(
-    pulse: PulseServer, tmp_path: Path
+    pulse: PulseServer, tmp_path: Path, token: str
 ) -> None:
-    """The simulator receives the whole utterance, sample-exact and contiguous, starting before its onset."""
+    """The simulator receives the whole utterance, sample-exact and contiguous, starting before its onset;
+    with a slow token endpoint (1.5 s) the audio captured while connecting is held and sent, not lost."""
     utterance = speech("user_request.wav")
-    async with Simulator(script=_listen_then_end) as sim, daemon_with(sim, tmp_path) as (daemon, events):
+    sim = Simulator(script=_listen_then_end)
+    if token == "slow":
+        sim.faults.token_fault(TokenFault.slow(1.5), TokenFault.slow(1.5))
+    async with sim, daemon_with(sim, tmp_path) as (daemon, events):
         pulse.feed_mic(bytes(FMT.nbytes(300)) + utterance + bytes(FMT.nbytes(1500)))
         session = await sim.next_session(timeout=20)
         await session.wait_closed(timeout=30)
