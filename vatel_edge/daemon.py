@@ -335,7 +335,11 @@ class Daemon:
     def _log_duplex(self) -> None:
         """Say once at start how the microphone is treated while the agent speaks, and who barges in."""
         engine = self.echo.name if self.echo is not None else "none"
-        mic = "muted" if self._mute_during_playback() else "streamed"
+        policy = self.cfg.audio.mic_during_playback
+        if policy == "auto":
+            mic = "muted" if self.echo is None else "streamed once the canceller has converged (muted before)"
+        else:
+            mic = "muted" if policy == "mute" else "streamed"
         if self.echo is None and self.cfg.audio.echo_cancel == "auto":
             log.warning("no echo canceller: the microphone is %s while the agent speaks", mic)
         log.info("echo cancellation: %s; microphone %s during agent speech; barge-in by %s", engine, mic,
@@ -444,6 +448,7 @@ class Daemon:
         self._end_session = asyncio.Event()
         self._end_reason = ""
         self.session_id = None
+        self._answered.clear()  # toolCallIds are unique within a session; another session may reuse one
         try:
             session = await self._connect()
             if session is None:
@@ -545,10 +550,11 @@ class Daemon:
                 return
 
     def _mute_during_playback(self) -> bool:
-        """audio.mic_during_playback: auto streams only while an echo canceller is actually running."""
+        """audio.mic_during_playback: auto streams only while an echo canceller is running and has converged
+        (its first ~2 s of agent audio leak echo the server would take for the user)."""
         policy = self.cfg.audio.mic_during_playback
         if policy == "auto":
-            return self.echo is None or not self.echo.active
+            return self.echo is None or not self.echo.converged
         return policy == "mute"
 
     async def _receive(self, session: VatelSession) -> None:
