@@ -308,6 +308,8 @@ class Counters:
     capture_dropped: int = 0
     token_failures: int = 0
     connection_failures: int = 0
+    bad_frames: int = 0  # malformed server frames skipped
+    late_chunks_dropped: int = 0  # response_audio of interrupted turns ignored
 
 
 @dataclass
@@ -394,6 +396,7 @@ def format_status(status: Mapping[str, Any], *, now: float | None = None) -> str
         f"{_num(counters.get('capture_dropped'))} dropped frames",
         f"    token failures       {_num(counters.get('token_failures'))}",
         f"    connection failures  {_num(counters.get('connection_failures'))}",
+        f"    bad server frames    {_num(counters.get('bad_frames'))}",
     ]
     last_error = status.get("last_error")
     if last_error:

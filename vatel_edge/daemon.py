@@ -231,6 +231,8 @@ class Daemon:
                 capture_dropped=int(cap.get("dropped", 0)),
                 token_failures=self.counters.token_failures,
                 connection_failures=self.counters.connection_failures,
+                bad_frames=self.counters.bad_frames,
+                late_chunks_dropped=self.counters.late_chunks_dropped,
             ),
             last_error=self.last_error,
             last_error_at=self._last_error_at,
@@ -492,8 +494,13 @@ class Daemon:
             if self._connect_backoff.attempts == 1:
                 log.error("could not open a session: %s (retrying wakes after %.0f s)", exc, delay)
             self._gate.block_for(delay)
-            self.notifier.status(f"offline: {exc}; retrying in {delay:.0f} s")
             self.sm.fire(Event.CONNECT_FAILED, exc.__class__.__name__)
+            # After the transition (which says "listening"): why the last wake failed, and when it retries.
+            provider = self.tokens.status
+            if isinstance(exc, TokenError) and provider != "ready":
+                self.notifier.status(provider if provider.startswith("offline") else f"offline: {provider}")
+            else:
+                self.notifier.status(f"offline: {exc}; retrying in {max(1, round(delay))} s")
             self._emit("error", str(exc))
             self._play_sound("error")
             return None
@@ -545,8 +552,8 @@ class Daemon:
             try:
                 await session.send_input_audio(pcm)
             except SessionError as exc:
+                # The socket is gone: the receiver ends too and records the session's real outcome.
                 log.info("input_audio stopped: %s", exc)
-                self.end_session("connection lost")
                 return
 
     def _mute_during_playback(self) -> bool:
@@ -564,6 +571,7 @@ class Daemon:
             except VatelEdgeError as exc:
                 self.counters.bad_frames += 1
                 log.warning("could not handle %s: %s", event.type, exc)
+        self.counters.bad_frames += session.stats.bad_frames
         outcome = session.outcome
         if outcome is not None and not self._end_reason:
             self._end_reason = str(outcome)
