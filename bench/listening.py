@@ -1,0 +1,231 @@
+"""Listening figures: the daemon's CPU while it only listens (next to arecord), and the in-process path.
+
+Figure 1 / 8a: `vatel-edge run` subprocesses (one per wake.vad_frame_ms) and `arecord` read the same
+source (the mic null sink fed with room noise) during the same window; CPU is utime+stime from
+/proc/PID/stat between two reads after READY=1 and a settle time. The energy gate is opened
+(min_level_dbfs = -96) so webrtcvad runs on every frame: the cost of a noisy room, the worst case.
+
+Figure 2: capture framing -> VoiceDetector (24 -> 16 kHz Resampler, energy gate, webrtcvad, the
+min_speech window) -> pre-roll, in process, next to webrtcvad alone on the same 16 kHz frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import subprocess
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import webrtcvad
+
+from bench.measure import Figure, cpu_seconds
+from bench.rig import FMT, DaemonProc, Rig, kill, pink_noise, start_arecord
+from vatel_edge.audio.capture import CAPTURE_PERIODS, CaptureFrame
+from vatel_edge.audio.resample import Resampler, to_mono
+from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VoiceDetector
+from vatel_edge.audio.wav import load_wav
+from vatel_edge.config import WakeConfig
+from vatel_edge.simulator import Simulator
+from vatel_edge.wake import PrerollBuffer
+
+NOISE_DBFS = -50.0
+GOAL_RATIO = 2.0
+GOAL_CORE_PCT = 0.5
+PATH_GOAL_RATIO = 10.0
+VAD_FRAMES = (30, 20, 10)  # 30 is the default (figure 1)
+
+
+def speech(name: str) -> bytes:
+    """A shipped utterance as 24 kHz mono PCM16."""
+    with resources.as_file(resources.files("vatel_edge") / "data" / name) as path:
+        return load_wav(path)
+
+
+def daemon_config(sim: Simulator, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A daemon config on the sandbox devices, talking to `sim`; sections merged over the base."""
+    cfg: dict[str, dict[str, Any]] = {
+        "vatel": {"agent_id": sim.agent_id, "base_url": sim.base_url},
+        "audio": {
+            "capture_device": "demo_mic",
+            "playback_device": "demo_spk",
+            "echo_cancel": "off",
+            "mic_during_playback": "stream",
+        },
+        "wake": {"mode": "vad", "preroll_ms": 500, "cooldown_ms": 200},
+        "session": {"idle_timeout_s": 30.0},
+        "gpio": {"backend": "fake"},
+        "log": {"level": "info"},
+    }
+    for name, table in sections.items():
+        cfg.setdefault(name, {}).update(table)
+    return cfg
+
+
+async def listening_cost(rig: Rig, window_s: float) -> tuple[list[Figure], list[float]]:
+    """Figures 1 and 8a; also the start-up times of the daemons it started (seconds)."""
+    async with Simulator() as sim:
+        feeder = rig.feed_mic(pink_noise(window_s + 40.0, NOISE_DBFS))
+        daemons: dict[str, DaemonProc] = {}
+        startups: list[float] = []
+        arecord: subprocess.Popen[bytes] | None = None
+        variants = {f"vad{ms}": ({"vad_frame_ms": ms, "min_level_dbfs": -96.0}, "off") for ms in VAD_FRAMES}
+        variants["aec_auto"] = ({"min_level_dbfs": -96.0}, "auto")
+        try:
+            for name, (wake, echo) in variants.items():
+                cfg = daemon_config(sim, wake=wake, audio={"echo_cancel": echo})
+                d = DaemonProc(rig, f"listen-{name}", cfg, sim.api_key)
+                daemons[name] = d
+                d.start()
+                try:
+                    startups.append(await d.wait_ready())
+                except TimeoutError:
+                    raise RuntimeError(f"daemon {d.name} never sent READY=1:\n{d.log_tail()}") from None
+            arecord = start_arecord(rig, "demo_mic", FMT.samples(20), CAPTURE_PERIODS)
+            await asyncio.sleep(1.5)  # past start-up: devices open, first frames through
+            t0 = time.monotonic()
+            c0 = {name: d.cpu() for name, d in daemons.items()}
+            a0 = cpu_seconds(arecord.pid)
+            await asyncio.sleep(window_s)
+            t1 = time.monotonic()
+            c1 = {name: d.cpu() for name, d in daemons.items()}
+            a1 = cpu_seconds(arecord.pid)
+            states = {name: (await d.request("status")).get("status", {}) for name, d in daemons.items()}
+        finally:
+            if arecord is not None:
+                await asyncio.to_thread(kill, arecord)
+            for d in daemons.values():
+                await d.stop()
+            await asyncio.to_thread(kill, feeder)
+        if sim.sessions:
+            raise RuntimeError("a listening daemon woke up on the room noise; the listening figures are void")
+    wall = t1 - t0
+    floor = 100 * (a1 - a0) / wall
+
+    def figure(name: str, key: str, title: str) -> Figure:
+        value = 100 * (c1[name] - c0[name]) / wall
+        counters = states[name].get("counters", {})
+        fig = Figure(
+            key, title, "%core", value, floor, "arecord, same source, same window",
+            goal=f"ratio <= {GOAL_RATIO:g} and < {GOAL_CORE_PCT:g} % core",
+            note=(f"{wall:.0f} s window; {value / 100:.5f} CPU s per audio s; "
+                  f"capture overruns {counters.get('capture_overruns', '?')}, "
+                  f"dropped {counters.get('capture_dropped', '?')}"),
+            extra={"cpu_s": round(c1[name] - c0[name], 3), "floor_cpu_s": round(a1 - a0, 3),
+                   "window_s": round(wall, 2), "config": {"wake": variants[name][0], "echo_cancel": variants[name][1]}},
+        )
+        ratio = fig.ratio
+        fig.met = ratio is not None and ratio <= GOAL_RATIO and value < GOAL_CORE_PCT
+        return fig
+
+    figures = [figure("vad30", "listening_cpu", "Listening CPU, `vatel-edge run`, echo_cancel off, VAD on every frame")]
+    figures += [figure(f"vad{ms}", f"listening_cpu_vad{ms}", f"Listening CPU, wake.vad_frame_ms = {ms}")
+                for ms in (10, 20, 30)]
+    figures.append(figure("aec_auto", "listening_cpu_aec_auto",
+                          "Listening CPU, echo_cancel = auto (the default: the canceller runs while listening)"))
+    return figures, startups
+
+
+# ---------------------------------------------------------------------- figure 2, in process
+
+
+def _best_time(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def listening_path(seconds: float, repeat: int) -> Figure:
+    """Figure 2: per-capture-frame cost of the whole listening path vs webrtcvad alone."""
+    frame_ms = 20
+    rng_noise = np.frombuffer(pink_noise(seconds, -40.0, seed=3), dtype="<i2").astype(np.int32)
+    talk = np.frombuffer(speech("user_request.wav"), dtype="<i2").astype(np.int32)
+    reps = -(-rng_noise.size // talk.size)
+    source = np.clip(rng_noise + np.tile(talk, reps)[: rng_noise.size], -32768, 32767).astype("<i2").tobytes()
+    period = FMT.nbytes(frame_ms)
+    reads = [source[i : i + period] for i in range(0, len(source) - period + 1, period)]
+    frames_n = len(reads)
+    wake = dataclasses.replace(WakeConfig(), min_level_dbfs=-96.0)  # webrtcvad on every frame, as the floor
+
+    def path() -> None:
+        # Capture._pump's framing (device reads -> mono -> 24 kHz -> frame_ms frames), then the pump's
+        # listening branch: pre-roll and VoiceDetector (which resamples to 16 kHz and runs webrtcvad).
+        resampler = Resampler(FMT.rate, FMT.rate)
+        vad = VoiceDetector(wake)
+        preroll = PrerollBuffer(500, frame_ms)
+        frame_samples = FMT.samples(frame_ms)
+        pending = b""
+        out = np.zeros(0, dtype=np.int16)
+        seq = 0
+        for data in reads:
+            pending += data
+            usable = len(pending) - len(pending) % FMT.bytes_per_frame
+            raw = np.frombuffer(pending[:usable], dtype="<i2")
+            pending = pending[usable:]
+            out = np.concatenate([out, resampler.process(to_mono(raw, 1, 0))])
+            while len(out) >= frame_samples:
+                frame = CaptureFrame(out[:frame_samples].astype("<i2").tobytes(), time.monotonic(), seq)
+                out = out[frame_samples:]
+                seq += 1
+                preroll.append(frame)
+                vad.process(frame.pcm)
+
+    down = Resampler(FMT.rate, VAD_RATE).process(np.frombuffer(source, dtype="<i2"))
+    n = VAD_FORMAT.samples(wake.vad_frame_ms)
+    vad_frames = [down[i : i + n].astype("<i2").tobytes() for i in range(0, down.size - n + 1, n)]
+
+    def floor() -> None:
+        v = webrtcvad.Vad(wake.vad_aggressiveness)
+        for f in vad_frames:
+            v.is_speech(f, VAD_RATE)
+
+    path_s = _best_time(path, repeat)
+    floor_s = _best_time(floor, repeat)
+    value = 1e6 * path_s / frames_n
+    floor_us = 1e6 * floor_s / frames_n
+    fig = Figure(
+        "listening_path",
+        "Listening path in process (framing, 24->16 kHz, VAD, pre-roll)",
+        "us/frame",
+        value,
+        floor_us,
+        f"webrtcvad alone, same audio ({wake.vad_frame_ms} ms VAD frames)",
+        goal=f"ratio <= {PATH_GOAL_RATIO:g}",
+        note=f"{1e6 / value:.0f} frames/s ({frame_ms} ms frames, best of {repeat}); "
+             f"{100 * value / (frame_ms * 1000):.2f} % of real time",
+        extra={"frames": frames_n, "frames_per_s": round(1e6 / value), "floor_frames_per_s": round(1e6 / floor_us)},
+    )
+    ratio = fig.ratio
+    fig.met = ratio is not None and ratio <= PATH_GOAL_RATIO
+    return fig
+
+
+def stage_costs(seconds: float, repeat: int) -> dict[str, float]:
+    """Where the path's time goes (µs per 20 ms frame): framing, resampler, gate+vad (for the doc)."""
+    source = pink_noise(seconds, -40.0, seed=5)
+    frame = FMT.nbytes(20)
+    frames = [source[i : i + frame] for i in range(0, len(source) - frame + 1, frame)]
+    arrays = [np.frombuffer(f, dtype="<i2") for f in frames]
+
+    def resample() -> None:
+        r = Resampler(FMT.rate, VAD_RATE)
+        for a in arrays:
+            r.process(a)
+
+    def detector() -> None:
+        v = VoiceDetector(dataclasses.replace(WakeConfig(), min_level_dbfs=-96.0))
+        for f in frames:
+            v.process(f)
+
+    out = {
+        "resampler_24k_16k": 1e6 * _best_time(resample, repeat) / len(frames),
+        "voice_detector_total": 1e6 * _best_time(detector, repeat) / len(frames),
+    }
+    return {k: round(v, 2) for k, v in out.items()}
+
