@@ -22,7 +22,6 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_S: Final = 1.0  # a datagram to PID 1 normally never blocks; bound it anyway
 MAX_STATUS_CHARS: Final = 1000
 NOTIFY_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -97,8 +96,11 @@ class Notifier:
         payload = "\n".join(assignments).encode("utf-8", "replace")
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._sock.settimeout(SEND_TIMEOUT_S)
+                # Non-blocking: this runs on the event loop, and a notify socket nobody reads (a full
+                # receive queue) must cost a dropped, logged message, never a stalled loop.
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto(payload, self._address)
         except OSError as exc:
             first = not self._failed

@@ -75,7 +75,13 @@ class Resampler:
         up, down = self._up, self._down
         end = (last * up + up - 1) // down  # last output index whose newest input is available
         count = max(0, end - self._next_out + 1)
-        if count:
+        if count and up == 1:
+            # Integer decimation (48->24, 24->8 kHz): one valid convolution, every `down`-th output.
+            start = self._next_out * down - base - (self._taps - 1)
+            conv = np.convolve(buf, self._bank[0], mode="valid")
+            y = conv[start : start + count * down : down]
+            self._next_out += count
+        elif count:
             t = (self._next_out + np.arange(count, dtype=np.int64)) * down
             idx = t // up - base
             phase = t % up
