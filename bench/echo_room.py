@@ -40,7 +40,7 @@ from vatel_edge.sandbox import PulseServer
 
 FRAME_MS = 20
 USER_WAV = "user_interrupt.wav"
-BARGE_IN_SPEECH_MS = 120
+BARGE_IN_SPEECH_MS = 90  # wake.min_speech_ms: the local barge-in debounce used here (3 VAD frames)
 
 
 def cpu_per_frame(kind: str) -> float:

@@ -404,7 +404,8 @@ class Daemon:
         canceller has converged, and counted afresh for every stretch of playback."""
         assert self._barge_vad is not None
         playing = self.player is not None and self.player.playing
-        if not playing or self.echo is None or not self.echo.converged:
+        cut = self._current_turn is not None and self._current_turn in self._interrupted  # its tail may still sound
+        if not playing or cut or self.echo is None or not self.echo.converged:
             if self._barge_armed:
                 self._barge_vad.reset()
                 self._barge_armed = False

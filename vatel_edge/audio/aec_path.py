@@ -32,10 +32,21 @@ CONVERGE_S = 2.0
 """Reference audio (seconds, cumulative) the engine must have processed before its output counts as
 echo-free for local barge-in: AEC3 spends its first ~2 s finding the echo path (docs/ECHO.md)."""
 
+CONVERGED_ERLE_DB = 25.0
+"""...and the echo reduction it must have reached (once; latched): an engine that does not cancel this room
+(speex in the PulseAudio room, docs/ECHO.md) never arms local barge-in, which then stays with the server.
+A residual below QUIET_DBFS also counts (no echo path at all, e.g. headphones: nothing to reduce)."""
+
+QUIET_DBFS = -55.0
+
+TALKING_DBFS = -40.0
+"""Only frames whose reference is at least this loud count for `erle_db` and convergence (not pauses)."""
+
 SELF_ALIGNING_S: dict[str, float] = {"webrtc": 0.25}
 """Engines that find the echo delay themselves, and the echo lag (s) they cover: the reference is moved under
 them only outside it (moving it re-costs AEC3 ~3 s of convergence, measured in the PulseAudio room)."""
 
+_TALKING_POWER = (32768.0 * 10 ** (TALKING_DBFS / 20)) ** 2
 _ERLE_SMOOTHING = 0.02  # per far-end-active frame: ~1 s memory at 20 ms frames
 
 
@@ -91,6 +102,7 @@ class EchoPath:
         self._converge_s = converge_s
         self._last_far: float | None = None  # capture time of the newest frame with reference audio
         self._far_s = 0.0  # reference audio processed so far (seconds)
+        self._converged = False
         self._mic_power = 0.0
         self._out_power = 0.0
         self.stats: dict[str, int] = {"frames": 0, "cancelled": 0, "bypassed": 0, "failures": 0}
@@ -115,7 +127,7 @@ class EchoPath:
     @property
     def converged(self) -> bool:
         """The engine has processed enough reference audio to have found the echo path."""
-        return self._engine is not None and self._far_s >= self._converge_s
+        return self._engine is not None and self._converged
 
     @property
     def erle_db(self) -> float | None:
@@ -149,7 +161,9 @@ class EchoPath:
         self.stats["cancelled"] += 1
         if far:
             self._far_s += self._frame_s
-            self._track_erle(frame.pcm, out)
+            r = np.frombuffer(ref, dtype="<i2").astype(np.float64)
+            if float(np.dot(r, r)) / r.size >= _TALKING_POWER:
+                self._track_erle(frame.pcm, out)
         return CaptureFrame(out, frame.t, frame.seq)
 
     def _track_erle(self, mic: bytes, out: bytes) -> None:
@@ -158,6 +172,12 @@ class EchoPath:
         a = _ERLE_SMOOTHING
         self._mic_power += a * (float(np.dot(m, m)) / m.size - self._mic_power)
         self._out_power += a * (float(np.dot(o, o)) / o.size + 1.0 - self._out_power)  # +1: digital silence
+        if not self._converged and self._far_s >= self._converge_s:
+            erle = self.erle_db
+            quiet = self._out_power < (32768.0 * 10 ** (QUIET_DBFS / 20)) ** 2
+            if quiet or (erle is not None and erle >= CONVERGED_ERLE_DB):
+                self._converged = True
+                log.info("echo canceller %s converged: %.0f dB echo reduction", self.name, erle or 0.0)
 
     def close(self) -> None:
         """Release the engine; idempotent. Frames pass through unchanged afterwards."""

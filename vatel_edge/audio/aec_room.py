@@ -224,13 +224,20 @@ def echo_window(run: EchoRun, *, skip_s: float = 2.0, end_margin_s: float = 0.7)
     return slice(start, min(end, run.sent.size))
 
 
-def vad_frames(x24: Pcm, *, aggressiveness: int = 2, frame_ms: int = 30) -> npt.NDArray[np.bool_]:
-    """webrtcvad's decision per `frame_ms` of a 24 kHz signal (resampled to 16 kHz)."""
+def vad_frames(x24: Pcm, *, aggressiveness: int = 2, frame_ms: int = 30,
+               min_level_dbfs: float | None = None) -> npt.NDArray[np.bool_]:
+    """webrtcvad's decision per `frame_ms` of a 24 kHz signal (resampled to 16 kHz), optionally behind the
+    daemon's energy gate (frames quieter than `min_level_dbfs` are never speech, as in wake.min_level_dbfs)."""
     vad = webrtcvad.Vad(aggressiveness)
     x = Resampler(FMT.rate, 16_000).process(x24.astype(np.int16))
     n = 16 * frame_ms
-    return np.array([vad.is_speech(x[i * n : (i + 1) * n].astype("<i2").tobytes(), 16_000)
-                     for i in range(x.size // n)], dtype=bool)
+    gate = None if min_level_dbfs is None else (32768.0 * 10 ** (min_level_dbfs / 20)) ** 2
+    flags = []
+    for i in range(x.size // n):
+        chunk = x[i * n : (i + 1) * n]
+        loud = gate is None or float(np.mean(chunk.astype(np.float64) ** 2)) >= gate
+        flags.append(loud and vad.is_speech(chunk.astype("<i2").tobytes(), 16_000))
+    return np.array(flags, dtype=bool)
 
 
 def wake_rule_fires(voiced: npt.NDArray[np.bool_], *, frame_ms: int = 30, min_speech_ms: int = 240,
@@ -240,3 +247,48 @@ def wake_rule_fires(voiced: npt.NDArray[np.bool_], *, frame_ms: int = 30, min_sp
     w = max(1, window_ms // frame_ms)
     counts = np.convolve(voiced.astype(int), np.ones(w, dtype=int))[: voiced.size]
     return bool(np.any(counts >= need))
+
+
+def locate(haystack: Pcm, needle: Pcm) -> int:
+    """Sample index where `needle` best matches inside `haystack` (FFT cross-correlation)."""
+    h = haystack.astype(np.float64)
+    k = needle.astype(np.float64)
+    if h.size < k.size:
+        raise ValueError("haystack shorter than needle")
+    n = 1 << int(np.ceil(np.log2(h.size + k.size)))
+    c = np.fft.irfft(np.fft.rfft(h, n) * np.conj(np.fft.rfft(k, n)), n)[: h.size - k.size + 1]
+    return int(np.argmax(c))
+
+
+@dataclass(frozen=True)
+class DoubleTalk:
+    """Where, in the room microphone's recording, the user started and the echo of the agent stopped."""
+
+    onset: int  # sample of the user's first loud sample
+    echo_end: int | None  # sample after the last echo block (None: the echo never stopped in the recording)
+
+    def stop_after_onset_ms(self, room_delay_ms: float) -> float | None:
+        """When the speaker stopped, relative to the user's onset: echo end minus the speaker->mic delay."""
+        if self.echo_end is None:
+            return None
+        return FMT.duration_ms((self.echo_end - self.onset) * FMT.bytes_per_frame) - room_delay_ms
+
+
+def double_talk(mic: Pcm, user: Pcm, *, loud: int = 300, block_ms: float = 5.0, echo_dbfs: float = -60.0,
+                horizon_s: float = 3.0) -> DoubleTalk:
+    """Find the user in the room recording (pacat mixes it in sample-exact) and subtract it: what is left is
+    the echo, whose end (the last block above `echo_dbfs` within `horizon_s` of the onset) marks when the
+    speaker stopped plus the room's delay."""
+    pos = locate(mic, user)
+    residual = mic.astype(np.float64)
+    residual[pos : pos + user.size] -= user.astype(np.float64)[: max(0, mic.size - pos)]
+    onset = pos + int(np.flatnonzero(np.abs(user) > loud)[0])
+    b = FMT.samples(block_ms)
+    stop = min(residual.size, onset + FMT.samples(horizon_s * 1000))
+    seg = residual[onset:stop]
+    blocks = seg[: seg.size // b * b].reshape(-1, b)
+    level = np.sqrt(np.mean(blocks**2, axis=1))
+    loud_blocks = np.flatnonzero(level > 32768 * 10 ** (echo_dbfs / 20))
+    echo_end = None if loud_blocks.size and loud_blocks[-1] == level.size - 1 else (
+        onset + (int(loud_blocks[-1]) + 1) * b if loud_blocks.size else onset)
+    return DoubleTalk(onset, echo_end)

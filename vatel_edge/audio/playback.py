@@ -433,7 +433,7 @@ class _Writer:
         now = time.monotonic()
         self.p._delay, self.p._delay_at = delay, now
         self.p._audible_until = now + delay / VATEL_FORMAT.rate
-        if agent:
+        if agent and not self.p._interrupt_pending:  # interrupt() cleared it: a write racing it must not undo that
             self.p._agent_audible_until = self.p._audible_until
         hook = self.p.on_written
         if hook is not None:

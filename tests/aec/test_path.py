@@ -1,0 +1,182 @@
+"""EchoPath (the daemon's echo path) and check_duplex (the echo-related start-up checks), without devices."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.aec.conftest import FMT, FRAME_MS
+from vatel_edge.audio import aec, aec_path
+from vatel_edge.audio.aec import EchoReference
+from vatel_edge.audio.aec_path import EchoPath, check_duplex
+from vatel_edge.audio.capture import CaptureFrame
+from vatel_edge.config import config_from_dict
+from vatel_edge.errors import ConfigError
+
+N = FMT.samples(FRAME_MS)
+NBYTES = FMT.nbytes(FRAME_MS)
+FRAME_S = FRAME_MS / 1000
+
+
+class Recorder:
+    """A canceller that records its calls and returns the mic minus the reference (a perfect, instant AEC)."""
+
+    name = "recorder"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[bytes, bytes]] = []
+        self.closed = 0
+        self.fail = fail
+
+    def process(self, mic: bytes, ref: bytes) -> bytes:
+        if self.fail:
+            raise RuntimeError("native engine error")
+        self.calls.append((mic, ref))
+        m = np.frombuffer(mic, dtype="<i2").astype(np.int32)
+        r = np.frombuffer(ref, dtype="<i2").astype(np.int32)
+        return bytes(np.clip(m - r, -32768, 32767).astype("<i2").tobytes())
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def noise(n: int, seed: int, level: int = 6000) -> bytes:
+    return np.random.default_rng(seed).integers(-level, level, n).astype("<i2").tobytes()
+
+
+def cfg(**sections: Any) -> Any:
+    raw: dict[str, Any] = {"vatel": {"agent_id": "0b7e6c1e-7d38-4c1e-9a8f-3f7f2b6c9d10"}, **sections}
+    return config_from_dict(raw)
+
+
+def test_frames_pass_untouched_and_skip_the_engine_while_nothing_played() -> None:
+    """Idle (nothing ever played): each frame comes back as it was and the engine is never called."""
+    engine = Recorder()
+    path = EchoPath(engine, frame_ms=FRAME_MS)
+    frames = [CaptureFrame(noise(N, k), 100.0 + k * FRAME_S, k) for k in range(20)]
+    assert [path.process(f) for f in frames] == frames
+    assert engine.calls == [] and path.stats["bypassed"] == 20
+
+
+def test_played_audio_is_cancelled_then_the_engine_rests_after_the_hold() -> None:
+    """While the reference plays the engine gets mic + aligned reference; HOLD_S after the last reference
+    audio it is skipped again (the echo tail has died away)."""
+    engine = Recorder()
+    ref = EchoReference(FMT, lead_s=0.0)
+    path = EchoPath(engine, frame_ms=FRAME_MS, reference=ref, hold_s=0.2)
+    t0 = 50.0
+    played = [noise(N, 100 + k) for k in range(10)]
+    for k, chunk in enumerate(played):
+        path.on_written(chunk, t0 + k * FRAME_S)
+    outs = [path.process(CaptureFrame(played[k], t0 + (k + 1) * FRAME_S, k)) for k in range(10)]
+    assert all(o.pcm == bytes(NBYTES) for o in outs[1:]), "the aligned reference removed the echo"
+    assert len(engine.calls) == 10
+    later = [path.process(CaptureFrame(noise(N, k), t0 + (11 + k) * FRAME_S, 11 + k)) for k in range(30)]
+    assert path.stats["bypassed"] > 0
+    assert later[-1].pcm == noise(N, 29), "after the hold the mic passes unchanged"
+
+
+def test_drop_after_a_barge_in_silences_the_reference() -> None:
+    """on_dropped (the writer's barge-in drop) makes what was queued after it never count as played."""
+    ref = EchoReference(FMT, lead_s=0.0)
+    path = EchoPath(Recorder(), frame_ms=FRAME_MS, reference=ref)
+    t0 = 10.0
+    for k in range(50):
+        path.on_written(noise(N, k), t0 + k * FRAME_S)
+    path.on_dropped(t0 + 10 * FRAME_S)
+    assert ref.frame_for(t0 + 30 * FRAME_S, 0.0, NBYTES) == bytes(NBYTES)
+
+
+def test_an_engine_failure_falls_back_to_the_raw_mic_and_disarms() -> None:
+    """A failing engine is closed once and the mic passes uncancelled; `active` turns False (auto then mutes)."""
+    engine = Recorder(fail=True)
+    path = EchoPath(engine, frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0))
+    for k in range(5):
+        path.on_written(noise(N, k), 5.0 + k * FRAME_S)
+    frame = CaptureFrame(noise(N, 9), 5.0 + 2 * FRAME_S, 0)
+    assert path.process(frame) == frame
+    assert not path.active and not path.converged and engine.closed == 1
+    assert path.process(frame) == frame
+    path.close()
+    assert engine.closed == 1  # idempotent
+
+
+def test_converged_needs_reference_time_and_echo_reduction() -> None:
+    """`converged` turns True only after CONVERGE_S of reference audio with the echo reduced enough."""
+    path = EchoPath(Recorder(), frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=0.5)
+    t0 = 20.0
+    frames = int(1.0 / FRAME_S)
+    seen = []
+    for k in range(frames):
+        chunk = noise(N, 500 + k)
+        path.on_written(chunk, t0 + k * FRAME_S)
+        path.process(CaptureFrame(chunk, t0 + (k + 1) * FRAME_S, k))
+        seen.append(path.converged)
+    assert not seen[0] and seen[-1]
+    assert seen.index(True) * FRAME_S >= 0.5 - FRAME_S
+    erle = path.erle_db
+    assert erle is not None and erle > 30
+
+
+def test_mic_envelope_is_continuous_across_frames_not_on_block_boundaries() -> None:
+    """Regression: capture frames that do not start on a 2.5 ms block boundary still feed the delay search
+    (a split block at every frame edge used to leave a gap, so no estimate was ever accepted)."""
+    from vatel_edge.audio import aec_lab
+
+    signal = aec_lab.speech_like(6.0, FMT.rate, seed=3)
+    scene = aec_lab.make_scene(signal, FMT.rate, room=aec_lab.Room(delay_s=0.08))
+    ref = EchoReference(FMT)
+    t0 = 1000.0 + 7 / FMT.rate  # odd offset: frames straddle envelope blocks
+    played = scene.ref.astype("<i2").tobytes()
+    mic = scene.mic.astype("<i2").tobytes()
+    for k in range(len(played) // NBYTES):
+        ref.push(played[k * NBYTES : (k + 1) * NBYTES], t0 + k * FRAME_S, 0.0)
+        ref.frame_for(t0 + (k + 1) * FRAME_S + 0.0031, 0.0, NBYTES, mic=mic[k * NBYTES : (k + 1) * NBYTES])
+    assert ref.stats["estimates_accepted"] > 0
+    assert ref.estimated_delay_s is not None and abs(ref.estimated_delay_s - 0.08) < 0.03
+
+
+def test_check_duplex_refuses_local_barge_in_without_a_canceller() -> None:
+    """session.barge_in local/both with echo_cancel off is a ConfigError naming session.barge_in."""
+    for mode in ("local", "both"):
+        with pytest.raises(ConfigError, match=r"session\.barge_in"):
+            check_duplex(cfg(audio={"echo_cancel": "off"}, session={"barge_in": mode}))
+    assert check_duplex(cfg(audio={"echo_cancel": "off"}, session={"barge_in": "server"})) is None
+
+
+def test_check_duplex_refuses_local_barge_in_when_auto_finds_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """echo_cancel = auto with nothing installed: server barge-in is fine, local is refused."""
+    monkeypatch.setattr(aec, "available_engines", lambda: [])
+    assert check_duplex(cfg(audio={"echo_cancel": "auto"})) is None
+    with pytest.raises(ConfigError, match=r"session\.barge_in = 'local'.*found no installed engine"):
+        check_duplex(cfg(audio={"echo_cancel": "auto"}, session={"barge_in": "local"}))
+
+
+def test_check_duplex_names_a_missing_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A named engine that is not installed is a ConfigError naming audio.echo_cancel (raised at start)."""
+    monkeypatch.setitem(sys.modules, "pywebrtc_audio", None)
+    with pytest.raises(ConfigError, match=r"audio\.echo_cancel = 'webrtc'"):
+        check_duplex(cfg(audio={"echo_cancel": "webrtc"}))
+
+
+def test_self_aligning_engines_keep_their_reference_in_place() -> None:
+    """webrtc finds the delay itself: an in-range estimate is recorded but does not move the reference."""
+    assert aec_path.SELF_ALIGNING_S["webrtc"] > 0.1
+    from vatel_edge.audio import aec_lab
+
+    signal = aec_lab.speech_like(6.0, FMT.rate, seed=4)
+    scene = aec_lab.make_scene(signal, FMT.rate, room=aec_lab.Room(delay_s=0.06))
+    ref = EchoReference(FMT, self_aligning_s=0.25)
+    played = scene.ref.astype("<i2").tobytes()
+    mic = scene.mic.astype("<i2").tobytes()
+    for k in range(len(played) // NBYTES):
+        ref.push(played[k * NBYTES : (k + 1) * NBYTES], 7.0 + k * FRAME_S, 0.0)
+        ref.frame_for(7.0 + (k + 1) * FRAME_S, 0.0, NBYTES, mic=mic[k * NBYTES : (k + 1) * NBYTES])
+    assert ref.estimated_delay_s is not None and abs(ref.estimated_delay_s - 0.06) < 0.03
+    assert ref.delay_s == 0.0 and ref.stats["delay_changes"] == 0
