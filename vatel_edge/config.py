@@ -150,7 +150,13 @@ class SessionConfig:
     )
     max_duration_s: float = opt(600.0, "Hard limit of one session.", min=5, max=86_400)
     barge_in: str = opt(
-        "server", "Who stops playback on barge-in: server, local or both.", choices=("server", "local", "both")
+        "server",
+        "Who cuts agent audio on barge-in: server (its interruption), local (also the local VAD on the "
+        "echo-cancelled mic; needs an echo canceller) or both (same as local).",
+        choices=("server", "local", "both"),
+    )
+    barge_in_min_speech_ms: int = opt(
+        90, "Local barge-in: voiced audio on the echo-cancelled mic that cuts playback.", min=30, max=2000
     )
     close_timeout_s: float = opt(2.0, "Time allowed for a polite WebSocket close.", min=0.1, max=30)
     max_tool_concurrency: int = opt(4, "Tool actions running at once.", min=1, max=64)

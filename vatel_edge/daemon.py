@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -292,7 +293,12 @@ class Daemon:
             self.capture = await stack.enter_async_context(Capture(cfg.audio))
             self._vad = VoiceDetector(cfg.wake) if cfg.wake.mode == "vad" else None
             local = cfg.session.barge_in in ("local", "both") and self.echo is not None
-            self._barge_vad = VoiceDetector(cfg.wake) if local else None
+            barge_wake = dataclasses.replace(
+                cfg.wake,
+                min_speech_ms=cfg.session.barge_in_min_speech_ms,
+                window_ms=max(cfg.wake.window_ms, cfg.session.barge_in_min_speech_ms),
+            )
+            self._barge_vad = VoiceDetector(barge_wake) if local else None
             self._log_duplex()
             self._load_sounds()
             await stack.enter_async_context(ControlServer(cfg.control.socket_path, self._control))
