@@ -17,7 +17,6 @@ import contextlib
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from vatel_edge.audio.alsa import AlsaPcm
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.control import control_request
 from vatel_edge.errors import AudioDeviceError, ControlError
-from vatel_edge.sandbox import SANDBOX_ASOUNDRC, PulseServer
+from vatel_edge.sandbox import SANDBOX_ASOUNDRC, PulseServer, kill_process
 
 FMT = VATEL_FORMAT
 REPO = Path(__file__).resolve().parent.parent
@@ -155,13 +154,7 @@ def start_arecord(rig: Rig, device: str, period: int, periods: int) -> subproces
 
 def kill(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL (only this process)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+    kill_process(proc, timeout)
 
 
 class DaemonProc:

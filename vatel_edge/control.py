@@ -23,11 +23,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 from vatel_edge import __version__
 from vatel_edge.errors import ControlError, VatelEdgeError
+from vatel_edge.lifecycle import AsyncClosing, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _error(message: str) -> dict[str, Any]:
     return {"ok": False, "error": message}
 
 
-class ControlServer:
+class ControlServer(AsyncClosing):
     """Serves the control socket at `path` until exit; removes the socket file on exit.
 
     Overflow policy: at most `max_connections` requests are served at once; further connections get
@@ -93,21 +93,13 @@ class ControlServer:
         log.info("control socket listening at %s", self.path)
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop listening, cancel requests in progress, remove the socket file (idempotent)."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        connections = list(self._connections)
-        for task in connections:
-            task.cancel()
-        if connections:
-            await asyncio.gather(*connections, return_exceptions=True)
+        await cancel_and_wait(*self._connections)
         if server is not None:
             await server.wait_closed()
         self._unlink()

@@ -34,6 +34,7 @@ from vatel_edge.control import ControlServer, DaemonStatus
 from vatel_edge.control import Counters as StatusCounters
 from vatel_edge.errors import ConfigError, SessionError, TokenError, VatelEdgeError
 from vatel_edge.journal import log_context, register_secret, set_daemon_log_context
+from vatel_edge.lifecycle import cancel_and_wait
 from vatel_edge.notify import Notifier, Watchdog
 from vatel_edge.session import VatelSession
 from vatel_edge.state import Event, State, StateMachine, Transition
@@ -371,15 +372,11 @@ class Daemon:
                 wake = asyncio.ensure_future(self._wakes.get())
                 done, _ = await asyncio.wait({wake, stop, restart}, return_when=asyncio.FIRST_COMPLETED)
                 if wake not in done:
-                    wake.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await wake
+                    await cancel_and_wait(wake)
                     break
                 await self._session(wake.result())
         finally:
-            for fut in (stop, restart):
-                fut.cancel()
-            await asyncio.gather(stop, restart, return_exceptions=True)
+            await cancel_and_wait(stop, restart)
 
     async def _pump(self) -> None:
         """The only reader of the microphone: echo cancellation first, then pre-roll and wake while listening,
@@ -739,10 +736,7 @@ class _TaskSet:
             log.error("task %s died: %s", task.get_name(), exc, exc_info=exc)
 
     async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
 
 

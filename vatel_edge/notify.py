@@ -17,8 +17,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from types import TracebackType
 from typing import Final
+
+from vatel_edge.lifecycle import AsyncClosing, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class Notifier:
             self._sock = None
 
 
-class Watchdog:
+class Watchdog(AsyncClosing):
     """Owned task pinging WATCHDOG=1 while the loop is healthy and capture frames keep arriving.
 
     Every `interval_s / 2` it checks:
@@ -191,23 +192,11 @@ class Watchdog:
             self._task = asyncio.create_task(self._run(), name="vatel-edge watchdog")
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop pinging and await the task (idempotent)."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # our caller is being cancelled too: let it through
+        await cancel_and_wait(task)
 
     def frame_age(self, now: float) -> float:
         """Seconds since the newest capture frame (since the watchdog started when none arrived yet)."""

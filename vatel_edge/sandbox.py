@@ -29,7 +29,8 @@ RATE = 24_000
 RAW_ARGS = ["--raw", "--format=s16le", f"--rate={RATE}", "--channels=1"]
 
 
-def _kill(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+def kill_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM, wait, then SIGKILL (only this process); idempotent."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -47,7 +48,7 @@ class Recording:
     path: Path
 
     def stop(self) -> bytes:
-        _kill(self.proc)
+        kill_process(self.proc)
         return self.path.read_bytes()
 
 
@@ -165,9 +166,9 @@ class PulseServer:
     def stop(self) -> None:
         """Kill every helper and the daemon, restore the environment; idempotent."""
         for child in self._children:
-            _kill(child)
+            kill_process(child)
         self._children.clear()
-        _kill(self.proc)
+        kill_process(self.proc)
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

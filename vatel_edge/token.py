@@ -16,7 +16,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -25,6 +24,7 @@ from vatel_edge import __version__
 from vatel_edge.backoff import Failure, RetryPolicy, classify_status, retry_after_seconds
 from vatel_edge.config import VatelConfig
 from vatel_edge.errors import TokenError
+from vatel_edge.lifecycle import AsyncClosing, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _connect_cause(exc: BaseException) -> str:
     return f"cannot connect ({exc.__class__.__name__})"
 
 
-class TokenClient:
+class TokenClient(AsyncClosing):
     """One POST /v1/session-token per fetch(). Async context manager when it owns its httpx client."""
 
     def __init__(self, cfg: VatelConfig, api_key: str, *, client: httpx.AsyncClient | None = None) -> None:
@@ -161,10 +161,6 @@ class TokenClient:
     async def __aenter__(self) -> TokenClient:
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the httpx client if we created it (idempotent)."""
@@ -255,7 +251,7 @@ _STATUS_LABEL = {
 }
 
 
-class TokenProvider:
+class TokenProvider(AsyncClosing):
     """Keeps one fresh, never-handed-out token ready while idle (an owned prefetch task).
 
     Async context manager. `get()` hands out the prefetched token (at most once) or fetches one now.
@@ -301,18 +297,11 @@ class TokenProvider:
         self._task = asyncio.create_task(self._prefetch_loop(), name="token-prefetch")
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop prefetching and close the HTTP client (idempotent)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._ready = None
         await self._client.aclose()
         self.status = "stopped"

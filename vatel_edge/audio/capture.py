@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.resample import Resampler, to_mono
 from vatel_edge.config import AudioConfig
 from vatel_edge.errors import AudioDeviceError
+from vatel_edge.lifecycle import AsyncClosing
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class CaptureFrame:
     seq: int  # 0, 1, 2, ... (gaps = dropped frames)
 
 
-class Capture:
+class Capture(AsyncClosing):
     """Async context manager delivering CaptureFrames from the configured microphone."""
 
     def __init__(self, cfg: AudioConfig, *, retry_base_s: float = 0.5, retry_max_s: float = 10.0) -> None:
@@ -71,10 +71,6 @@ class Capture:
         self.start()
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def start(self) -> None:
         """Start the reader thread (from within the event loop)."""

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.resample import Resampler, to_channels
 from vatel_edge.config import AudioConfig
 from vatel_edge.errors import AudioDeviceError
+from vatel_edge.lifecycle import AsyncClosing
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _Chunk:
     is_final: bool
 
 
-class Player:
+class Player(AsyncClosing):
     """Async context manager owning the speaker (see module docstring)."""
 
     def __init__(self, cfg: AudioConfig, *, retry_base_s: float = 0.5, retry_max_s: float = 10.0) -> None:
@@ -113,10 +113,6 @@ class Player:
         self.start()
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def start(self) -> None:
         """Start the writer thread."""

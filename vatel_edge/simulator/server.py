@@ -20,13 +20,13 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from vatel_edge.lifecycle import AsyncClosing, cancel_and_wait
 from vatel_edge.session import RedactingLogger
 from vatel_edge.simulator.messages import make_jwt, session_claims, validate_token_request
 from vatel_edge.simulator.session import Script, SimSession
@@ -171,7 +171,7 @@ def _error(status: int, text: str, extra: dict[str, str] | None = None) -> bytes
     return _response(status, json.dumps({"error": text}).encode(), extra=extra)
 
 
-class Simulator:
+class Simulator(AsyncClosing):
     """Local Vatel API on one loopback port. Async context manager.
 
     script: run for every session (default: the echo agent); `scripts` queues per-session scripts
@@ -232,22 +232,13 @@ class Simulator:
         log.info("simulator listening on %s (agent %s)", self.base_url, self.agent_id)
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop listening and end every connection (idempotent)."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        tasks = list(self._conn_tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._conn_tasks)
         if server is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await server.wait_closed()

@@ -14,12 +14,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from vatel_edge.errors import ToolError
+from vatel_edge.lifecycle import AsyncClosing
 from vatel_edge.protocol import ToolCall
 from vatel_edge.tools.args import ArgumentError, render_text, validate_arguments
 from vatel_edge.tools.builtin import ToolContext, run_builtin
@@ -46,7 +46,7 @@ def _seconds(x: float) -> str:
     return render_text(round(x, 3))
 
 
-class ToolRegistry:
+class ToolRegistry(AsyncClosing):
     """Runs configured tools for tool_call messages (async context manager)."""
 
     def __init__(
@@ -102,10 +102,6 @@ class ToolRegistry:
         log.info("tools ready: %s", ", ".join(sorted(self._specs)) or "(none)")
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Cancel running actions (their process groups are killed), release GPIO lines, close HTTP. Idempotent."""
