@@ -5,8 +5,8 @@ source (the mic null sink fed with room noise) during the same window; CPU is ut
 /proc/PID/stat between two reads after READY=1 and a settle time. The energy gate is opened
 (min_level_dbfs = -96) so webrtcvad runs on every frame: the cost of a noisy room, the worst case.
 
-Figure 2: capture framing -> VoiceDetector (24 -> 16 kHz Resampler, energy gate, webrtcvad, the
-min_speech window) -> pre-roll, in process, next to webrtcvad alone on the same 16 kHz frames.
+Figure 2: capture framing -> VoiceDetector (24 -> 8 kHz decimation, energy gate, webrtcvad, the
+min_speech window) -> pre-roll, in process, next to webrtcvad alone on the same 8 kHz frames.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def listening_path(seconds: float, repeat: int) -> Figure:
 
     def path() -> None:
         # Capture._pump's framing (device reads -> mono -> 24 kHz -> frame_ms frames), then the pump's
-        # listening branch: pre-roll and VoiceDetector (which resamples to 16 kHz and runs webrtcvad).
+        # listening branch: pre-roll and VoiceDetector (which decimates to 8 kHz and runs webrtcvad).
         resampler = Resampler(FMT.rate, FMT.rate)
         vad = VoiceDetector(wake)
         preroll = PrerollBuffer(500, frame_ms)
@@ -191,7 +191,7 @@ def listening_path(seconds: float, repeat: int) -> Figure:
     floor_us = 1e6 * floor_s / frames_n
     fig = Figure(
         "listening_path",
-        "Listening path in process (framing, 24->16 kHz, VAD, pre-roll)",
+        "Listening path in process (framing, 24->8 kHz, VAD, pre-roll)",
         "us/frame",
         value,
         floor_us,
@@ -224,7 +224,7 @@ def stage_costs(seconds: float, repeat: int) -> dict[str, float]:
             v.process(f)
 
     out = {
-        "resampler_24k_16k": 1e6 * _best_time(resample, repeat) / len(frames),
+        "resampler_to_vad_rate": 1e6 * _best_time(resample, repeat) / len(frames),
         "voice_detector_total": 1e6 * _best_time(detector, repeat) / len(frames),
     }
     return {k: round(v, 2) for k, v in out.items()}
