@@ -403,8 +403,8 @@ class Daemon:
     def _local_barge_in(self, pcm: bytes) -> None:
         """session.barge_in local/both: voice on the echo-cancelled mic while the agent plays cuts playback.
 
-        Debounced like the wake (wake.min_speech_ms voiced within wake.window_ms); armed only once the echo
-        canceller has converged, and counted afresh for every stretch of playback."""
+        Debounced by session.barge_in_min_speech_ms of voiced audio; armed only once the echo canceller has
+        converged, and counted afresh for every stretch of playback."""
         assert self._barge_vad is not None
         playing = self.player is not None and self.player.playing
         cut = self._current_turn is not None and self._current_turn in self._interrupted  # its tail may still sound
