@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass
 
@@ -23,9 +21,9 @@ import numpy as np
 from vatel_edge.audio.alsa import AlsaPcm, backoff_delay
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.resample import Resampler, to_mono
+from vatel_edge.audio.worker import DeviceWorker
 from vatel_edge.config import AudioConfig
 from vatel_edge.errors import AudioDeviceError
-from vatel_edge.lifecycle import AsyncClosing
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +40,13 @@ class CaptureFrame:
     seq: int  # 0, 1, 2, ... (gaps = dropped frames)
 
 
-class Capture(AsyncClosing):
+class Capture(DeviceWorker):
     """Async context manager delivering CaptureFrames from the configured microphone."""
 
+    thread_name = "vatel-capture"
+
     def __init__(self, cfg: AudioConfig, *, retry_base_s: float = 0.5, retry_max_s: float = 10.0) -> None:
+        super().__init__()
         self._cfg = cfg
         self._frame_samples = VATEL_FORMAT.samples(cfg.frame_ms)
         self._frame_bytes = VATEL_FORMAT.nbytes(cfg.frame_ms)
@@ -54,9 +55,6 @@ class Capture(AsyncClosing):
         self._buffer: collections.deque[CaptureFrame] = collections.deque()
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = -1, -1
         self._burst = 0  # frames dropped in the current overflow burst
         self._stats = {"frames": 0, "dropped": 0, "overruns": 0, "reopens": 0}
         self.last_frame_at: float | None = None
@@ -67,33 +65,9 @@ class Capture(AsyncClosing):
         """Counters: frames delivered to the buffer, dropped (overflow), overruns, reopens."""
         return dict(self._stats)
 
-    async def __aenter__(self) -> Capture:
-        self.start()
-        return self
-
-
-    def start(self) -> None:
-        """Start the reader thread (from within the event loop)."""
-        if self._thread is not None:
-            return
+    def _on_start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
-        self._stop.clear()
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="vatel-capture", daemon=True)
-        self._thread.start()
-
-    async def aclose(self) -> None:
-        """Stop the reader thread and wait for it; idempotent."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        os.write(self._wake_w, b"x")
-        await asyncio.to_thread(thread.join)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1
 
     async def read(self) -> CaptureFrame:
         """The oldest buffered frame, waiting for one if needed."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import select
@@ -30,9 +29,9 @@ import numpy as np
 from vatel_edge.audio.alsa import AlsaPcm, backoff_delay
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.resample import Resampler, to_channels
+from vatel_edge.audio.worker import DeviceWorker
 from vatel_edge.config import AudioConfig
 from vatel_edge.errors import AudioDeviceError
-from vatel_edge.lifecycle import AsyncClosing
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +62,13 @@ class _Chunk:
     is_final: bool
 
 
-class Player(AsyncClosing):
+class Player(DeviceWorker):
     """Async context manager owning the speaker (see module docstring)."""
 
+    thread_name = "vatel-playback"
+
     def __init__(self, cfg: AudioConfig, *, retry_base_s: float = 0.5, retry_max_s: float = 10.0) -> None:
+        super().__init__()
         self._cfg = cfg
         self._period = VATEL_FORMAT.samples(cfg.playback_period_ms)  # 24 kHz samples per period
         self._prebuffer = VATEL_FORMAT.samples(cfg.prebuffer_ms)
@@ -87,9 +89,6 @@ class Player(AsyncClosing):
         self._delay_at = 0.0  # monotonic time of that measurement
         self._agent_audible_until = 0.0
         self._audible_until = 0.0  # any audio, sounds included
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = -1, -1
         self._stats = {
             "underruns": 0,
             "periods": 0,
@@ -108,34 +107,6 @@ class Player(AsyncClosing):
         nothing written before it sounds after it (the echo reference cuts there). Keep it cheap."""
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Player:
-        self.start()
-        return self
-
-
-    def start(self) -> None:
-        """Start the writer thread."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        os.set_blocking(self._wake_r, False)
-        self._thread = threading.Thread(target=self._run, name="vatel-playback", daemon=True)
-        self._thread.start()
-
-    async def aclose(self) -> None:
-        """Stop now (queued audio is discarded) and wait for the writer thread; idempotent."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        self._wake()
-        await asyncio.to_thread(thread.join)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is queued or audible (True), or the timeout passes (False)."""
@@ -229,11 +200,6 @@ class Player(AsyncClosing):
             self._queue.append(chunk)
             self._queued += samples
         self._wake()
-
-    def _wake(self) -> None:
-        if self._wake_w >= 0:
-            with contextlib.suppress(BlockingIOError):  # the pipe is full: the writer is awake anyway
-                os.write(self._wake_w, b"x")
 
     # ------------------------------------------------------------------ writer thread
 
