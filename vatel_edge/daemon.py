@@ -23,7 +23,7 @@ from typing import Any
 
 from vatel_edge import protocol
 from vatel_edge.audio.aec_path import EchoPath, check_duplex, open_echo_path
-from vatel_edge.audio.capture import Capture
+from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VoiceDetector
@@ -324,6 +324,7 @@ class Daemon:
                 self.notifier.ready()
             else:  # components rebuilt after a reload
                 self.notifier.ready_after_reload()
+                self._listen_quietly()
             if cfg.wake.mode == "always":
                 tasks.spawn(self._always_loop(), "always-on wake")
             if watch is not None:
@@ -395,10 +396,25 @@ class Daemon:
                 held.put(frame)
                 continue
             self._preroll.append(frame)
-            if self._vad is not None and self.sm.state is State.LISTENING:
-                result = self._vad.process(frame.pcm)
-                if result.triggered and self._gate.open():
-                    self._begin_wake("voice")
+            if frame.wake and self.sm.state is State.LISTENING:
+                self._begin_wake("voice")  # the capture thread's VAD fired on this frame
+
+    def _listen_quietly(self) -> None:
+        """LISTENING: the capture thread keeps the pre-roll and runs the wake VAD itself, waking the event
+        loop only when it fires (or when another trigger ends quiet listening); see Capture.listen."""
+        capture = self.capture
+        if capture is None or capture.listening:
+            return
+        if self._vad is not None:
+            self._vad.reset()  # safe: the capture thread only uses the VAD once the listener is set
+        self._preroll.take()  # the capture ring is the pre-roll from now on
+        keep = -(-self.cfg.wake.preroll_ms // self.cfg.audio.frame_ms)
+        capture.listen(self._wake_in_capture_thread, keep_frames=keep)
+
+    def _wake_in_capture_thread(self, frame: CaptureFrame) -> bool:
+        """Runs in the capture thread while listening: the wake VAD (vad mode) behind the wake gate."""
+        vad = self._vad
+        return vad is not None and vad.process(frame.pcm).triggered and self._gate.open()
 
     def _local_barge_in(self, pcm: bytes) -> None:
         """session.barge_in local/both: voice on the echo-cancelled mic while the agent plays cuts playback.
@@ -476,8 +492,6 @@ class Daemon:
             self._end_session = None
             self.session_id = None
             set_daemon_log_context(session_id=None, turn_id=None)
-            if self._vad is not None:
-                self._vad.reset()
 
     async def _connect(self) -> VatelSession | None:
         assert self.tokens is not None
@@ -669,6 +683,10 @@ class Daemon:
 
     def _on_transition(self, tr: Transition) -> None:
         set_daemon_log_context(state=tr.new.value)
+        if tr.new is State.LISTENING:
+            self._listen_quietly()
+        elif tr.old is State.LISTENING and self.capture is not None:
+            self.capture.listen(None)  # the ring (pre-roll) follows in order, into the session's audio
         if tr.new is State.LISTENING:
             offline = self.tokens.status if self.tokens is not None else "ready"
             self.notifier.status("listening" if offline == "ready" else f"listening; {offline}")

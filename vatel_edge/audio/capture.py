@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +41,10 @@ class CaptureFrame:
     pcm: bytes  # PCM16 LE mono 24 kHz, exactly audio.frame_ms long
     t: float  # time.monotonic() when the frame was complete
     seq: int  # 0, 1, 2, ... (gaps = dropped frames)
+    wake: bool = False  # the frame on which the capture-thread listener fired (see Capture.listen)
+
+
+FrameListener = Callable[[CaptureFrame], bool]
 
 
 class Capture(DeviceWorker):
@@ -55,6 +62,10 @@ class Capture(DeviceWorker):
         self._buffer: collections.deque[CaptureFrame] = collections.deque()
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Quiet listening (see listen()): guarded by _mode_lock, shared with the reader thread.
+        self._mode_lock = threading.Lock()
+        self._listener: FrameListener | None = None
+        self._ring: collections.deque[CaptureFrame] = collections.deque()
         self._burst = 0  # frames dropped in the current overflow burst
         self._stats = {"frames": 0, "dropped": 0, "overruns": 0, "reopens": 0}
         self.last_frame_at: float | None = None
@@ -68,6 +79,35 @@ class Capture(DeviceWorker):
     def _on_start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
+
+    @property
+    def listening(self) -> bool:
+        """A quiet-listening listener is set."""
+        return self._listener is not None
+
+    def listen(self, listener: FrameListener | None, keep_frames: int = 0) -> None:
+        """Quiet listening: run `listener` on each frame in the reader thread, without waking the loop.
+
+        While a listener is set, frames are kept in a ring of the newest `keep_frames` (the pre-roll)
+        instead of being delivered. When the listener returns True, the ring is delivered in order with
+        its last frame marked `wake=True`, and normal delivery resumes. `listen(None)` ends quiet mode
+        and delivers the ring in order behind anything already on its way. The listener runs in the
+        reader thread: it must be cheap and must not touch event-loop state. Listening all day costs
+        one loop wake-up per wake instead of one per frame.
+        """
+        with self._mode_lock:
+            if listener is not None:
+                self._ring = collections.deque(maxlen=max(1, keep_frames))
+                self._listener = listener
+                return
+            if self._listener is None:
+                return
+            self._listener = None
+            frames = list(self._ring)
+            self._ring.clear()
+        if frames and self._loop is not None:
+            # call_soon: FIFO behind frames the thread already handed over with call_soon_threadsafe.
+            self._loop.call_soon(self._deliver_many, frames)
 
     async def read(self) -> CaptureFrame:
         """The oldest buffered frame, waiting for one if needed."""
@@ -84,6 +124,10 @@ class Capture(DeviceWorker):
         return frames
 
     # ------------------------------------------------------------------ event-loop side
+
+    def _deliver_many(self, frames: list[CaptureFrame]) -> None:
+        for frame in frames:
+            self._deliver(frame)
 
     def _deliver(self, frame: CaptureFrame) -> None:
         if len(self._buffer) >= self._cfg.capture_buffer_frames:
@@ -104,6 +148,22 @@ class Capture(DeviceWorker):
         self._ready.set()
 
     # ------------------------------------------------------------------ reader thread
+
+    def _quiet(self, frame: CaptureFrame) -> list[CaptureFrame] | None:
+        """Quiet listening in the reader thread: None keeps the frame in the ring; else what to deliver."""
+        with self._mode_lock:
+            listener = self._listener
+            if listener is None:
+                return [frame]
+            self._ring.append(frame)
+            self.last_frame_at = frame.t  # the watchdog's "frames keep arriving", without a delivery
+            if not listener(frame):
+                return None
+            self._listener = None
+            frames = list(self._ring)
+            self._ring.clear()
+        frames[-1] = dataclasses.replace(frames[-1], wake=True)
+        return frames
 
     def _run(self) -> None:
         attempt = 0
@@ -176,10 +236,13 @@ class Capture(DeviceWorker):
                 out = out[self._frame_samples :]
                 seq += 1
                 self._stats["frames"] += 1
+                batch = self._quiet(frame)
+                if batch is None:
+                    continue
                 loop = self._loop
                 assert loop is not None
                 try:
-                    loop.call_soon_threadsafe(self._deliver, frame)
+                    loop.call_soon_threadsafe(self._deliver_many, batch)
                 except RuntimeError:  # the loop is closed: nobody is listening any more
                     return seq
         return seq
