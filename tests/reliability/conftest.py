@@ -178,3 +178,41 @@ def free_port() -> int:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "soak: the short CI soak (bench/soak as a subprocess); -m 'not soak' skips it")
+
+
+def config_toml(
+    tmp_path: Path,
+    base_url: str,
+    agent_id: str,
+    *,
+    allow_insecure: bool = False,
+    http_timeout_s: float = 5.0,
+    connect_timeout_s: float = 1.0,
+    idle_timeout_s: float = 5.0,
+    extra: str = "",
+) -> str:
+    """A config *file* for daemons that read one (subprocesses, reloads): manual wake, test devices."""
+    return f"""
+[vatel]
+agent_id = "{agent_id}"
+base_url = "{base_url}"
+allow_insecure = {"true" if allow_insecure else "false"}
+http_timeout_s = {http_timeout_s}
+connect_timeout_s = {connect_timeout_s}
+[audio]
+capture_device = "test_mic"
+playback_device = "test_spk"
+echo_cancel = "off"
+mic_during_playback = "stream"
+[wake]
+mode = "manual"
+cooldown_ms = 0
+[session]
+idle_timeout_s = {idle_timeout_s}
+close_timeout_s = 0.5
+[control]
+socket_path = "{tmp_path / 'control.sock'}"
+[gpio]
+backend = "fake"
+{extra}
+"""

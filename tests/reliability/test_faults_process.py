@@ -24,7 +24,14 @@ from typing import IO, Any
 import pytest
 
 from tests.pulse import PulseServer
-from tests.reliability.conftest import assert_no_secrets, live_daemon, reliability_config, sim_secrets, wake_and_wait
+from tests.reliability.conftest import (
+    assert_no_secrets,
+    config_toml,
+    live_daemon,
+    reliability_config,
+    sim_secrets,
+    wake_and_wait,
+)
 from vatel_edge.control import control_request
 from vatel_edge.errors import ControlError
 from vatel_edge.simulator import SimSession, SimSessionClosed, Simulator
@@ -36,30 +43,9 @@ STOP_BOUND_S = 5.0
 
 
 def config_text(tmp_path: Path, sim: Simulator, *, tools: str = "") -> str:
-    """A daemon config file for the subprocess: manual wake, test devices, the simulator, a pid-writing tool."""
-    return f"""
-[vatel]
-agent_id = "{sim.agent_id}"
-base_url = "{sim.base_url}"
-http_timeout_s = 2.0
-connect_timeout_s = 2.0
-[audio]
-capture_device = "test_mic"
-playback_device = "test_spk"
-echo_cancel = "off"
-mic_during_playback = "stream"
-[wake]
-mode = "manual"
-cooldown_ms = 0
-[session]
-idle_timeout_s = 30.0
-close_timeout_s = 0.5
-[control]
-socket_path = "{tmp_path / 'control.sock'}"
-[gpio]
-backend = "fake"
-{tools}
-"""
+    """A daemon config file for the subprocess: manual wake, test devices, the simulator, optional tools."""
+    return config_toml(tmp_path, sim.base_url, sim.agent_id, http_timeout_s=2.0, connect_timeout_s=2.0,
+                       idle_timeout_s=30.0, extra=tools)
 
 
 PID_TOOL = """

@@ -22,6 +22,7 @@ from tests.reliability.conftest import (
     NotifyListener,
     all_log_text,
     assert_no_secrets,
+    config_toml,
     count_mentions,
     free_port,
     live_daemon,
@@ -135,7 +136,7 @@ async def test_dns_failure_then_a_reload_to_a_reachable_service(
         monkeypatch.setenv("ORG_API_KEY", sim.api_key)  # the reload reads the key again
         good = tmp_path / "config.toml"
         bad_url = "http://vatel-edge-test.invalid"
-        good.write_text(_toml(tmp_path, bad_url, sim.agent_id, allow_insecure=True))
+        good.write_text(config_toml(tmp_path, bad_url, sim.agent_id, allow_insecure=True))
         from vatel_edge.config import load_config
 
         cfg = load_config(good)
@@ -145,38 +146,12 @@ async def test_dns_failure_then_a_reload_to_a_reachable_service(
             assert "DNS lookup failed" in (daemon.status()["last_error"] or "")
             per_logger = count_mentions(caplog, "DNS lookup failed")
             assert per_logger and all(n == 1 for n in per_logger.values()), per_logger
-            good.write_text(_toml(tmp_path, sim.base_url, sim.agent_id))
+            good.write_text(config_toml(tmp_path, sim.base_url, sim.agent_id))
             assert daemon.request_reload()
             await _wait_for(lambda: daemon.cfg.vatel.base_url == sim.base_url and daemon.capture is not None
                             and daemon.state is State.LISTENING, RECOVERY_S)
             await wake_and_wait(daemon)
             assert len(sim.sessions) == 1
-
-
-def _toml(tmp_path: Path, base_url: str, agent_id: str, *, allow_insecure: bool = False) -> str:
-    return f"""
-[vatel]
-agent_id = "{agent_id}"
-base_url = "{base_url}"
-allow_insecure = {"true" if allow_insecure else "false"}
-http_timeout_s = 5.0
-connect_timeout_s = 1.0
-[audio]
-capture_device = "test_mic"
-playback_device = "test_spk"
-echo_cancel = "off"
-mic_during_playback = "stream"
-[wake]
-mode = "manual"
-cooldown_ms = 0
-[session]
-idle_timeout_s = 5.0
-close_timeout_s = 0.5
-[control]
-socket_path = "{tmp_path / 'control.sock'}"
-[gpio]
-backend = "fake"
-"""
 
 
 async def _wait_for(cond: object, timeout: float) -> None:
