@@ -20,9 +20,9 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vatel_edge.audio import aec_lab
 from vatel_edge.audio.aec import EchoCanceller, available_engines, make_echo_canceller
 from vatel_edge.audio.format import AudioFormat
+from vatel_edge.devkit import aec_lab
 
 RATE = 24_000
 AGENT = (

@@ -31,12 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vatel_edge.audio import aec_lab, aec_room
 from vatel_edge.audio.aec import EchoReference, available_engines, make_echo_canceller
 from vatel_edge.audio.aec_path import EchoPath
 from vatel_edge.audio.capture import CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.sandbox import PulseServer
+from vatel_edge.devkit import aec_lab, aec_room
+from vatel_edge.devkit.sandbox import PulseServer
 
 FRAME_MS = 20
 USER_WAV = "user_interrupt.wav"

@@ -46,8 +46,8 @@ from bench.rig import FMT, BarePlayer, DaemonProc, Probe, Rig, first_loud, stead
 from bench.session_cost import BENCH
 from vatel_edge.audio.vad import VoiceDetector
 from vatel_edge.config import AudioConfig, WakeConfig
-from vatel_edge.simulator import SimSession, Simulator, TokenFault
-from vatel_edge.simulator.script import wait_for_utterance
+from vatel_edge.devkit.simulator import SimSession, Simulator, TokenFault
+from vatel_edge.devkit.simulator.script import wait_for_utterance
 
 SPEECH_THRESHOLD = 300
 TONE_THRESHOLD = 1000

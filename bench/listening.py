@@ -29,7 +29,7 @@ from vatel_edge.audio.resample import Resampler, to_mono
 from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VoiceDetector
 from vatel_edge.audio.wav import load_wav
 from vatel_edge.config import WakeConfig
-from vatel_edge.simulator import Simulator
+from vatel_edge.devkit.simulator import Simulator
 from vatel_edge.wake import PrerollBuffer
 
 NOISE_DBFS = -50.0

@@ -1,6 +1,6 @@
 """The bench rig: the sandbox sound server, `vatel-edge run` subprocesses, and timestamped probes.
 
-- `Rig` starts a private PulseAudio server (vatel_edge.sandbox) with null sinks mic/spk and an ALSA
+- `Rig` starts a private PulseAudio server (vatel_edge.devkit.sandbox) with null sinks mic/spk and an ALSA
   config naming demo_mic, demo_spk and bench_spkmon (the monitor of spk: what the speaker "plays").
 - `DaemonProc` is the real daemon as systemd would run it: `vatel-edge run --config PATH`, the API key in
   the environment, NOTIFY_SOCKET pointing at a datagram socket we bound (READY=1 marks start-up done).
@@ -35,8 +35,8 @@ from bench.measure import cpu_seconds, proc_status_kb
 from vatel_edge.audio.alsa import AlsaPcm
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.control import control_request
+from vatel_edge.devkit.sandbox import SANDBOX_ASOUNDRC, PulseServer, kill_process
 from vatel_edge.errors import AudioDeviceError, ControlError
-from vatel_edge.sandbox import SANDBOX_ASOUNDRC, PulseServer, kill_process
 
 FMT = VATEL_FORMAT
 REPO = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.listening import daemon_config, speech
 from bench.measure import Figure, cpu_seconds
 from bench.rig import FMT, REPO, DaemonProc, Rig, kill, pink_noise, until
-from vatel_edge.simulator import SimSession, Simulator
+from vatel_edge.devkit.simulator import SimSession, Simulator
 
 BENCH = Path(__file__).resolve().parent
 

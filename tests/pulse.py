@@ -1,5 +1,5 @@
-"""The private PulseAudio server of the real-time tests: see vatel_edge/sandbox.py (shared with the demo and bench)."""
+"""The private PulseAudio server of the real-time tests: see vatel_edge/devkit/sandbox.py (shared with demo, bench)."""
 
-from vatel_edge.sandbox import RATE, PulseServer, Recording
+from vatel_edge.devkit.sandbox import RATE, PulseServer, Recording
 
 __all__ = ["RATE", "PulseServer", "Recording"]

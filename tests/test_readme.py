@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vatel_edge.cli import COMMANDS, build_parser
 from vatel_edge.config import loads_config
-from vatel_edge.config_doc import config_reference_markdown
+from vatel_edge.devkit.config_doc import config_reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -110,7 +110,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _cmd_simulate(args: argparse.Namespace) -> int:
-    from vatel_edge.simulator import run_simulator_command
+    from vatel_edge.devkit.simulator import run_simulator_command
 
     return await run_simulator_command(args.host, args.port, None, args.agent_id, sys.stdout)
 
@@ -172,7 +172,7 @@ async def _cmd_tool(args: argparse.Namespace) -> int:
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
-    from vatel_edge.demo import run_demo
+    from vatel_edge.devkit.demo import run_demo
 
     return await run_demo(live=args.live, agent_id=args.agent_id, out_dir=args.out, out=sys.stdout)
 

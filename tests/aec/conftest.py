@@ -7,9 +7,9 @@ import numpy.typing as npt
 import pytest
 import webrtcvad
 
-from vatel_edge.audio import aec_lab
 from vatel_edge.audio.aec import available_engines
 from vatel_edge.audio.format import AudioFormat
+from vatel_edge.devkit import aec_lab
 
 RATE = 24_000
 FMT = AudioFormat(rate=RATE)

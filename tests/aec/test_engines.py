@@ -7,8 +7,8 @@ import numpy.typing as npt
 import pytest
 
 from tests.aec.conftest import FMT, FRAME_MS, RATE, VAD_FRAME_MS, engine_params, vad_flags
-from vatel_edge.audio import aec_lab
 from vatel_edge.audio.aec import EchoReference, make_echo_canceller
+from vatel_edge.devkit import aec_lab
 
 # Floors well under what was measured here (docs/ECHO.md: webrtc ~41 dB, speex ~29 dB on this room), so a
 # loaded machine or a library update does not flake, while a broken alignment or engine (~0 dB) fails.

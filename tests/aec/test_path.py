@@ -127,7 +127,7 @@ def test_converged_needs_reference_time_and_echo_reduction() -> None:
 def test_mic_envelope_is_continuous_across_frames_not_on_block_boundaries() -> None:
     """Regression: capture frames that do not start on a 2.5 ms block boundary still feed the delay search
     (a split block at every frame edge used to leave a gap, so no estimate was ever accepted)."""
-    from vatel_edge.audio import aec_lab
+    from vatel_edge.devkit import aec_lab
 
     signal = aec_lab.speech_like(6.0, FMT.rate, seed=3)
     scene = aec_lab.make_scene(signal, FMT.rate, room=aec_lab.Room(delay_s=0.08))
@@ -168,7 +168,7 @@ def test_check_duplex_names_a_missing_engine(monkeypatch: pytest.MonkeyPatch) ->
 def test_self_aligning_engines_keep_their_reference_in_place() -> None:
     """webrtc finds the delay itself: an in-range estimate is recorded but does not move the reference."""
     assert aec_path.SELF_ALIGNING_S["webrtc"] > 0.1
-    from vatel_edge.audio import aec_lab
+    from vatel_edge.devkit import aec_lab
 
     signal = aec_lab.speech_like(6.0, FMT.rate, seed=4)
     scene = aec_lab.make_scene(signal, FMT.rate, room=aec_lab.Room(delay_s=0.06))

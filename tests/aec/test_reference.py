@@ -9,8 +9,8 @@ import numpy.typing as npt
 import pytest
 
 from tests.aec.conftest import FMT, FRAME_MS, RATE
-from vatel_edge.audio import aec_lab
 from vatel_edge.audio.aec import EchoReference, estimate_lag
+from vatel_edge.devkit import aec_lab
 
 N = FMT.samples(FRAME_MS)
 NBYTES = FMT.nbytes(FRAME_MS)

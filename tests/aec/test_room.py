@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from tests.pulse import PulseServer
-from vatel_edge.audio import aec_room as room
 from vatel_edge.audio.aec import available_engines
+from vatel_edge.devkit import aec_room as room
 
 pytestmark = [
     pytest.mark.timeout(300),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from vatel_edge.config import SECTIONS, check_config_command, load_config, loads_config
-from vatel_edge.config_doc import config_reference_markdown
+from vatel_edge.devkit.config_doc import config_reference_markdown
 
 if sys.version_info >= (3, 11):
     import tomllib

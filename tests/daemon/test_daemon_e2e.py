@@ -21,8 +21,8 @@ from tests.pulse import PulseServer
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import Config
 from vatel_edge.daemon import Daemon, running
-from vatel_edge.simulator import SimSession, Simulator, TokenFault
-from vatel_edge.simulator.script import wait_for_utterance
+from vatel_edge.devkit.simulator import SimSession, Simulator, TokenFault
+from vatel_edge.devkit.simulator.script import wait_for_utterance
 from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(90)

@@ -10,7 +10,7 @@ import pytest
 from tests.pulse import PulseServer
 from vatel_edge.config import load_config
 from vatel_edge.daemon import Daemon, running
-from vatel_edge.simulator import Simulator
+from vatel_edge.devkit.simulator import Simulator
 from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from vatel_edge.config import VatelConfig
-from vatel_edge.simulator import Simulator
+from vatel_edge.devkit.simulator import Simulator
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ import pytest
 
 from vatel_edge import protocol
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.errors import ProtocolError
-from vatel_edge.simulator.messages import (
+from vatel_edge.devkit.simulator.messages import (
     ClientInputAudio,
     ClientMessageError,
     ClientToolCallOutput,
     parse_client_message,
     server_message,
 )
+from vatel_edge.errors import ProtocolError
 
 PCM = bytes(range(256)) * 3  # 768 bytes, even
 B64 = base64.b64encode(PCM).decode()

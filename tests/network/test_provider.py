@@ -12,9 +12,9 @@ import pytest
 
 from vatel_edge.backoff import Backoff, RetryPolicy
 from vatel_edge.config import VatelConfig
+from vatel_edge.devkit.simulator import Simulator, TokenFault
 from vatel_edge.errors import TokenError
 from vatel_edge.session import HandshakeError, VatelSession
-from vatel_edge.simulator import Simulator, TokenFault
 from vatel_edge.token import TokenProvider
 
 KEY = "sk_test_SECRETKEY_0123456789"

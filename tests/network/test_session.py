@@ -13,9 +13,9 @@ import pytest
 from vatel_edge import protocol
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import VatelConfig
+from vatel_edge.devkit.simulator import SimSession, Simulator, end, steps, tone
 from vatel_edge.errors import SessionError
 from vatel_edge.session import HandshakeError, OutcomeKind, VatelSession
-from vatel_edge.simulator import SimSession, Simulator, end, steps, tone
 
 
 def ws_base(sim: Simulator) -> str:

@@ -15,8 +15,8 @@ from websockets.asyncio.client import connect
 from vatel_edge import protocol
 from vatel_edge.audio.format import VATEL_FORMAT, level_dbfs
 from vatel_edge.config import VatelConfig
+from vatel_edge.devkit.simulator import SimSession, Simulator, run_simulator_command, tone
 from vatel_edge.session import OutcomeKind, VatelSession
-from vatel_edge.simulator import SimSession, Simulator, run_simulator_command, tone
 from vatel_edge.token import TokenClient, jwt_claims
 
 KEY = "sk_test_SECRETKEY_0123456789"

@@ -10,9 +10,9 @@ import uuid
 import pytest
 
 from vatel_edge.config import VatelConfig
+from vatel_edge.devkit.simulator import Simulator, TokenFault
+from vatel_edge.devkit.simulator.messages import make_jwt
 from vatel_edge.errors import TokenError
-from vatel_edge.simulator import Simulator, TokenFault
-from vatel_edge.simulator.messages import make_jwt
 from vatel_edge.token import TokenClient, jwt_claims, token_lifetime
 
 KEY = "sk_test_SECRETKEY_0123456789"

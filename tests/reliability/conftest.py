@@ -20,8 +20,8 @@ import pytest
 from tests.daemon.helpers import daemon_config
 from vatel_edge.config import Config
 from vatel_edge.daemon import Daemon, running
+from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.notify import Notifier
-from vatel_edge.simulator import SimSession, Simulator
 from vatel_edge.state import State
 
 #: How long the daemon may take to be LISTENING again after a fault (generous: loaded 2-core CI machine).
@@ -134,7 +134,7 @@ def count_mentions(caplog: pytest.LogCaptureFixture, needle: str, level: int = l
     """Per logger: how many records at `level` or above mention `needle` (message or exception text)."""
     out: dict[str, int] = {}
     for r in records_at_least(caplog, level):
-        if r.name.startswith("vatel_edge.simulator"):
+        if r.name.startswith("vatel_edge.devkit.simulator"):
             continue  # the simulator's own account of the fault is not the daemon's
         text = r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
         if needle.lower() in text.lower():

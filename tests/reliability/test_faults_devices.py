@@ -27,8 +27,8 @@ from tests.reliability.conftest import (
 )
 from vatel_edge import daemon as daemon_module
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.simulator import SimSession, Simulator
-from vatel_edge.simulator.script import tone
+from vatel_edge.devkit.simulator import SimSession, Simulator
+from vatel_edge.devkit.simulator.script import tone
 from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(120)

@@ -33,8 +33,8 @@ from tests.reliability.conftest import (
     wake_and_wait,
 )
 from vatel_edge.control import control_request
+from vatel_edge.devkit.simulator import SimSession, SimSessionClosed, Simulator
 from vatel_edge.errors import ControlError
-from vatel_edge.simulator import SimSession, SimSessionClosed, Simulator
 
 pytestmark = pytest.mark.timeout(120)
 VATEL_EDGE = shutil.which("vatel-edge", path=str(Path(sys.executable).parent)) or "vatel-edge"

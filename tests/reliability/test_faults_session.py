@@ -32,8 +32,8 @@ from tests.reliability.conftest import (
     wake_and_wait,
 )
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.simulator import SimSession, Simulator
-from vatel_edge.simulator.messages import tool_arguments
+from vatel_edge.devkit.simulator import SimSession, Simulator
+from vatel_edge.devkit.simulator.messages import tool_arguments
 from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(90)
@@ -173,7 +173,7 @@ async def test_no_captured_audio_is_lost_across_a_slow_connect_and_a_server_stal
 ) -> None:
     """Noise fed to the mic: everything from the pre-roll on arrives sample-exact and contiguous although the
     token took 0.8 s and the server stopped reading for 1.5 s mid-session (held audio, bounded at 30 s)."""
-    from vatel_edge.simulator import TokenFault
+    from vatel_edge.devkit.simulator import TokenFault
 
     rng = np.random.default_rng(7)
     fed = rng.normal(0, 3000, FMT.samples(7000)).clip(-32768, 32767).astype("<i2").tobytes()

@@ -31,7 +31,7 @@ from tests.reliability.conftest import (
     sim_secrets,
     wake_and_wait,
 )
-from vatel_edge.simulator import Simulator, TokenFault
+from vatel_edge.devkit.simulator import Simulator, TokenFault
 from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(90)

@@ -35,10 +35,10 @@ from tests.reliability.test_faults_process import VATEL_EDGE
 from vatel_edge import config as config_module
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import SECTIONS, VatelConfig, config_from_dict
+from vatel_edge.devkit.simulator import SimSession, Simulator
+from vatel_edge.devkit.simulator.script import tone
 from vatel_edge.errors import ConfigError, SessionError, TokenError
 from vatel_edge.session import VatelSession
-from vatel_edge.simulator import SimSession, Simulator
-from vatel_edge.simulator.script import tone
 from vatel_edge.token import TokenClient
 from vatel_edge.tools import spec as tool_spec
 from vatel_edge.tools.gpio import FakeGpio

@@ -19,7 +19,7 @@ import pytest
 
 from tests.asound import install_alsa_config
 from tests.pulse import PulseServer
-from vatel_edge.simulator import SimSession, Simulator
+from vatel_edge.devkit.simulator import SimSession, Simulator
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -32,8 +32,8 @@ from vatel_edge.audio.resample import Resampler
 from vatel_edge.audio.wav import load_wav
 from vatel_edge.config import config_from_dict
 from vatel_edge.daemon import Daemon, running
-from vatel_edge.sandbox import PulseServer
-from vatel_edge.simulator import SimSession, Simulator
+from vatel_edge.devkit.sandbox import PulseServer
+from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.state import State
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _record_mic(pulse: PulseServer, path: Path) -> Any:
     """parec on mic.monitor (the room microphone) until .stop()."""
     import subprocess
 
-    from vatel_edge.sandbox import RAW_ARGS, Recording
+    from vatel_edge.devkit.sandbox import RAW_ARGS, Recording
 
     with open(path, "wb") as sink_file:
         proc = subprocess.Popen(

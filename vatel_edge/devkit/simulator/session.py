@@ -22,7 +22,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
-from vatel_edge.simulator.messages import (
+from vatel_edge.devkit.simulator.messages import (
     ClientInputAudio,
     ClientMessageError,
     ClientToolCallOutput,

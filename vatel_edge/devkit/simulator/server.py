@@ -26,10 +26,10 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from vatel_edge.devkit.simulator.messages import make_jwt, session_claims, validate_token_request
+from vatel_edge.devkit.simulator.session import Script, SimSession
 from vatel_edge.lifecycle import AsyncClosing, cancel_and_wait
 from vatel_edge.session import RedactingLogger
-from vatel_edge.simulator.messages import make_jwt, session_claims, validate_token_request
-from vatel_edge.simulator.session import Script, SimSession
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Simulator(AsyncClosing):
         self.strict = strict
         self.send_session_started = send_session_started
         if script is None:
-            from vatel_edge.simulator.script import echo_agent
+            from vatel_edge.devkit.simulator.script import echo_agent
 
             script = echo_agent()
         self.script: Script = script

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 
 from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, level_dbfs
-from vatel_edge.simulator.session import Script, SimSession
+from vatel_edge.devkit.simulator.session import Script, SimSession
 
 log = logging.getLogger(__name__)
 

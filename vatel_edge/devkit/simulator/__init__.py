@@ -9,10 +9,17 @@ from __future__ import annotations
 import asyncio
 from typing import TextIO
 
-from vatel_edge.simulator.messages import ClientMessageError, make_jwt, parse_client_message
-from vatel_edge.simulator.script import echo_agent, end, steps, tone
-from vatel_edge.simulator.server import Faults, HandshakeFault, Simulator, TokenFault, TokenRequest, check_loopback
-from vatel_edge.simulator.session import MessageRecord, Script, SimSession, SimSessionClosed
+from vatel_edge.devkit.simulator.messages import ClientMessageError, make_jwt, parse_client_message
+from vatel_edge.devkit.simulator.script import echo_agent, end, steps, tone
+from vatel_edge.devkit.simulator.server import (
+    Faults,
+    HandshakeFault,
+    Simulator,
+    TokenFault,
+    TokenRequest,
+    check_loopback,
+)
+from vatel_edge.devkit.simulator.session import MessageRecord, Script, SimSession, SimSessionClosed
 
 
 async def run_simulator_command(host: str, port: int, api_key: str | None, agent_id: str | None, out: TextIO) -> int:

@@ -25,10 +25,10 @@ from vatel_edge.audio.format import VATEL_FORMAT, level_dbfs
 from vatel_edge.audio.wav import load_wav, save_wav
 from vatel_edge.config import Config, config_from_dict
 from vatel_edge.daemon import Daemon, running
+from vatel_edge.devkit.sandbox import PulseServer, install_alsa_config
+from vatel_edge.devkit.simulator import SimSession, Simulator
+from vatel_edge.devkit.simulator.script import wait_for_utterance
 from vatel_edge.errors import VatelEdgeError
-from vatel_edge.sandbox import PulseServer, install_alsa_config
-from vatel_edge.simulator import SimSession, Simulator
-from vatel_edge.simulator.script import wait_for_utterance
 from vatel_edge.state import State
 
 #: The whole demo must finish well inside this (the issue asks for under 30 s).
