@@ -19,13 +19,10 @@ import os
 import socket
 import stat
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from vatel_edge import __version__
 from vatel_edge.errors import ControlError, VatelEdgeError
 from vatel_edge.lifecycle import AsyncClosing, cancel_and_wait
 
@@ -282,119 +279,3 @@ async def _exchange(path: str, request: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(response, dict):
         raise ControlError("vatel-edge sent an answer that is not a JSON object")
     return response
-
-
-# --------------------------------------------------------------------------- status
-
-
-@dataclass
-class Counters:
-    """Counters since the daemon started."""
-
-    wakes: int = 0
-    sessions: int = 0
-    sessions_failed: int = 0
-    interruptions: int = 0
-    tool_calls: dict[str, int] = field(default_factory=dict)  # by outcome: ok, error, timeout, cancelled, ...
-    capture_overruns: int = 0
-    capture_dropped: int = 0
-    token_failures: int = 0
-    connection_failures: int = 0
-    bad_frames: int = 0  # malformed server frames skipped
-    late_chunks_dropped: int = 0  # response_audio of interrupted turns ignored
-
-
-@dataclass
-class DaemonStatus:
-    """What `vatel-edge status` shows; the daemon fills one in per status request (`to_dict()` is the answer).
-
-    Times: `uptime_s` and `session_age_s` are durations; `last_error_at` is wall-clock (epoch seconds).
-    """
-
-    state: str
-    uptime_s: float
-    version: str = __version__
-    pid: int = field(default_factory=os.getpid)
-    wake_mode: str = ""
-    session_id: str | None = None
-    session_age_s: float | None = None
-    token_status: str = ""
-    counters: Counters = field(default_factory=Counters)
-    last_error: str | None = None
-    last_error_at: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the `status` command answers {"ok": true, "status": to_dict()})."""
-        return asdict(self)
-
-
-def format_duration(seconds: float) -> str:
-    """'42 s', '3 min 05 s', '2 h 03 min', '4 d 02 h'."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m} min {s:02d} s"
-    h, m = divmod(m, 60)
-    if h < 24:
-        return f"{h} h {m:02d} min"
-    d, h = divmod(h, 24)
-    return f"{d} d {h:02d} h"
-
-
-def _num(value: object) -> str:
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
-
-
-def format_status(status: Mapping[str, Any], *, now: float | None = None) -> str:
-    """Human-readable multi-line text of a DaemonStatus dict (tolerant of missing keys)."""
-    now = time.time() if now is None else now
-    c = status.get("counters")
-    counters: Mapping[str, Any] = c if isinstance(c, Mapping) else {}
-    uptime = status.get("uptime_s")
-    head = f"vatel-edge {status.get('version', '?')} (pid {status.get('pid', '?')})"
-    if isinstance(uptime, (int, float)):
-        head += f", up {format_duration(uptime)}"
-    lines = [head, f"  state:        {status.get('state', '?')}"]
-    if status.get("wake_mode"):
-        lines.append(f"  wake:         {status['wake_mode']}")
-    session_id = status.get("session_id")
-    if session_id:
-        age = status.get("session_age_s")
-        lines.append(
-            f"  session:      {session_id}"
-            + (f" (for {format_duration(age)})" if isinstance(age, (int, float)) else "")
-        )
-    else:
-        lines.append("  session:      none")
-    if status.get("token_status"):
-        lines.append(f"  token:        {status['token_status']}")
-    tools = counters.get("tool_calls")
-    tool_text = (
-        ", ".join(f"{n} {outcome}" for outcome, n in sorted(tools.items())) or "none"
-        if isinstance(tools, Mapping)
-        else "?"
-    )
-    failed = counters.get("sessions_failed")
-    sessions = _num(counters.get("sessions")) + (f" ({failed} failed)" if failed else "")
-    lines += [
-        "  counters:",
-        f"    wakes                {_num(counters.get('wakes'))}",
-        f"    sessions             {sessions}",
-        f"    interruptions        {_num(counters.get('interruptions'))}",
-        f"    tool calls           {tool_text}",
-        f"    capture              {_num(counters.get('capture_overruns'))} overruns, "
-        f"{_num(counters.get('capture_dropped'))} dropped frames",
-        f"    token failures       {_num(counters.get('token_failures'))}",
-        f"    connection failures  {_num(counters.get('connection_failures'))}",
-        f"    bad server frames    {_num(counters.get('bad_frames'))}",
-    ]
-    last_error = status.get("last_error")
-    if last_error:
-        at = status.get("last_error_at")
-        when = f" ({format_duration(now - at)} ago)" if isinstance(at, (int, float)) else ""
-        lines.append(f"  last error:   {last_error}{when}")
-    else:
-        lines.append("  last error:   none")
-    return "\n".join(lines)

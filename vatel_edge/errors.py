@@ -48,5 +48,17 @@ class ToolError(VatelEdgeError):
     """A tool call could not be run (bad arguments, failed action)."""
 
 
+class GpioError(ToolError):
+    """A GPIO line could not be found, requested or used; the message names chip and line.
+
+    A ToolError, since tools were its first users and every caller that reports one catches ToolError.
+    """
+
+
 class ControlError(VatelEdgeError):
     """The local control socket could not be reached or answered badly."""
+
+
+class DaemonFailure(VatelEdgeError):
+    """A core task of the daemon died (the capture pump, the serve loop): `vatel-edge run` exits non-zero
+    so that systemd restarts the service, instead of a daemon that can no longer hear pretending to run."""

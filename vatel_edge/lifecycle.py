@@ -4,8 +4,12 @@ cancellation of owned tasks (STYLE.md: every task has an owner, every cancel is 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class AsyncClosing:
@@ -31,3 +35,31 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
         task.cancel()
     if live:
         await asyncio.gather(*live, return_exceptions=True)
+
+
+class TaskSet:
+    """Owned tasks: each is logged if it dies, and `cancel_all()` awaits every cancel."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` as an owned task called `name`."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("task %s died: %s", task.get_name(), exc, exc_info=exc)
+
+    async def cancel_all(self) -> None:
+        """Cancel every owned task and wait until each has ended."""
+        tasks = list(self._tasks)
+        self._tasks.clear()
+        await cancel_and_wait(*tasks)

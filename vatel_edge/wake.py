@@ -1,4 +1,4 @@
-"""Wake plumbing: the rolling pre-roll, the audio held for a session, and the wake gate.
+"""Wake plumbing: the rolling pre-roll, the audio held for a session, the wake gate and the trigger loops.
 
 No speech is lost: while listening, every capture frame goes into the pre-roll; at the wake the
 pre-roll becomes the head of the session's audio and every later frame is appended behind it, so
@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 
 from vatel_edge.audio.capture import CaptureFrame
 
@@ -116,3 +116,26 @@ class WakeGate:
     def remaining(self) -> float:
         """Seconds until the gate opens."""
         return max(0.0, self._blocked_until - self._clock())
+
+
+async def always_on(gate: WakeGate, listening: Callable[[], bool], wake: Callable[[str], object]) -> None:
+    """wake.mode = "always" (kiosks): open a session whenever none runs, with the gate's backoff after
+    failures and its cooldown after sessions."""
+    while True:
+        if listening() and gate.open():
+            wake("always-on")
+        await asyncio.sleep(max(0.05, gate.remaining()))
+
+
+async def button_presses(
+    presses: AsyncIterable[object],
+    listening: Callable[[], bool],
+    trigger: Callable[[str], object],
+    end_session: Callable[[str], object],
+) -> None:
+    """wake.mode = "button": a press starts a session, a second press ends it."""
+    async for _press in presses:
+        if listening():
+            trigger("button")
+        else:
+            end_session("button")

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from vatel_edge.control import ControlServer, Counters, DaemonStatus, control_request, format_status
+from vatel_edge.control import ControlServer, control_request
 from vatel_edge.errors import ControlError, ToolError
+from vatel_edge.status import Counters, DaemonStatus, format_status
 
 TIMEOUT = 10.0
 

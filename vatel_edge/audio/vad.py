@@ -25,6 +25,29 @@ VAD_FORMAT = AudioFormat(rate=VAD_RATE)
 
 
 @dataclass(frozen=True)
+class VadParams:
+    """What a VoiceDetector decides by (the wake section's VAD keys, or the local barge-in variant)."""
+
+    aggressiveness: int = 2  # webrtcvad 0 (lenient) .. 3 (strict)
+    frame_ms: int = 30  # webrtcvad frame: 10, 20 or 30 ms
+    min_speech_ms: int = 240  # voiced audio needed within window_ms to trigger
+    window_ms: int = 480
+    min_level_dbfs: float = -45.0  # energy gate: quieter VAD frames are never speech
+
+    @classmethod
+    def from_wake(cls, wake: WakeConfig) -> VadParams:
+        """The wake trigger's parameters."""
+        return cls(wake.vad_aggressiveness, wake.vad_frame_ms, wake.min_speech_ms, wake.window_ms,
+                   wake.min_level_dbfs)
+
+    @classmethod
+    def for_barge_in(cls, wake: WakeConfig, min_speech_ms: int) -> VadParams:
+        """Local barge-in: the wake VAD with its own debounce (session.barge_in_min_speech_ms)."""
+        return cls(wake.vad_aggressiveness, wake.vad_frame_ms, min_speech_ms, max(wake.window_ms, min_speech_ms),
+                   wake.min_level_dbfs)
+
+
+@dataclass(frozen=True)
 class VadResult:
     """The decision for one capture frame."""
 
@@ -36,15 +59,16 @@ class VadResult:
 class VoiceDetector:
     """Feed 24 kHz mono PCM16 capture frames of any length; get a decision per frame."""
 
-    def __init__(self, cfg: WakeConfig, in_format: AudioFormat = VATEL_FORMAT) -> None:
-        self._cfg = cfg
-        self._vad = webrtcvad.Vad(cfg.vad_aggressiveness)
+    def __init__(self, params: VadParams, in_format: AudioFormat = VATEL_FORMAT) -> None:
+        self.params = params
+        self._min_level = params.min_level_dbfs
+        self._vad = webrtcvad.Vad(params.aggressiveness)
         self._resampler = Resampler(in_format.rate, VAD_RATE)
-        self._frame_samples = VAD_FORMAT.samples(cfg.vad_frame_ms)
+        self._frame_samples = VAD_FORMAT.samples(params.frame_ms)
         self._pending = np.zeros(0, dtype=np.int16)
-        window_frames = max(1, cfg.window_ms // cfg.vad_frame_ms)
+        window_frames = max(1, params.window_ms // params.frame_ms)
         self._window: deque[bool] = deque(maxlen=window_frames)
-        self._needed = max(1, math.ceil(cfg.min_speech_ms / cfg.vad_frame_ms))
+        self._needed = max(1, math.ceil(params.min_speech_ms / params.frame_ms))
 
     def reset(self) -> None:
         """Forget the window (after a session), so old speech cannot trigger a new wake."""
@@ -63,7 +87,7 @@ class VoiceDetector:
         usable = (buf.size // n) * n
         for start in range(0, usable, n):
             chunk = buf[start : start + n]
-            voiced = level_dbfs(chunk) >= self._cfg.min_level_dbfs and self._vad.is_speech(
+            voiced = level_dbfs(chunk) >= self._min_level and self._vad.is_speech(
                 chunk.astype("<i2").tobytes(), VAD_RATE
             )
             self._window.append(voiced)

@@ -1,0 +1,144 @@
+"""The daemon's components, assembled once per configuration: `open_runtime(cfg, ...)` yields a `Runtime`.
+
+The components are entered in dependency order on one AsyncExitStack and closed in reverse: GPIO, tools
+(which request their output lines), the token provider, the echo path, the player, the capture, the
+microphone path, the control socket, the wake button, the watchdog. Every field of the frozen `Runtime`
+exists while the block runs; a SIGHUP reload closes the runtime and opens a new one between sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from vatel_edge.audio.aec_path import EchoPath, open_echo_path
+from vatel_edge.audio.capture import Capture
+from vatel_edge.audio.playback import Player
+from vatel_edge.audio.vad import VadParams, VoiceDetector
+from vatel_edge.audio.wav import load_wav
+from vatel_edge.config import Config
+from vatel_edge.control import ControlHandler, ControlServer
+from vatel_edge.errors import VatelEdgeError
+from vatel_edge.gpio import ButtonWatch, GpioBackend, make_gpio_backend
+from vatel_edge.mic_path import MicPath
+from vatel_edge.notify import Notifier, Watchdog
+from vatel_edge.token import TokenProvider
+from vatel_edge.tools.registry import ToolRegistry
+from vatel_edge.wake import WakeGate
+
+log = logging.getLogger(__name__)
+
+
+class Sounds:
+    """The feedback sounds (feedback.wake_sound, end_sound, error_sound), played through the Player."""
+
+    NAMES = ("wake", "end", "error")
+
+    def __init__(self, cfg: Config, player: Player) -> None:
+        self._player = player
+        self._pcm: dict[str, bytes] = {}
+        fb = cfg.feedback
+        for name, path in zip(self.NAMES, (fb.wake_sound, fb.end_sound, fb.error_sound), strict=True):
+            if not path:
+                continue
+            try:
+                self._pcm[name] = load_wav(path)
+            except (OSError, VatelEdgeError) as exc:
+                log.warning("feedback.%s_sound: cannot load %s: %s", name, path, exc)
+
+    def play(self, name: str) -> None:
+        """Play the sound `name` if one is configured (never interrupted by barge-in)."""
+        pcm = self._pcm.get(name)
+        if pcm is not None:
+            self._player.play_sound(pcm)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything the daemon runs with for one configuration."""
+
+    cfg: Config
+    gpio: GpioBackend
+    tools: ToolRegistry
+    tokens: TokenProvider
+    echo: EchoPath | None  # None: no echo canceller runs (audio.echo_cancel off, or none installed)
+    player: Player
+    capture: Capture
+    mic: MicPath
+    sounds: Sounds
+    watchdog: Watchdog
+    button: ButtonWatch | None  # wake.mode = "button" only
+
+    @property
+    def gate(self) -> WakeGate:
+        """Whether an automatic wake may start a session now."""
+        return self.mic.gate
+
+
+@asynccontextmanager
+async def open_runtime(
+    cfg: Config,
+    *,
+    api_key: str,
+    notifier: Notifier,
+    control: ControlHandler,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[Runtime]:
+    """Open every component of `cfg` in order; close them in reverse when the block ends."""
+    async with AsyncExitStack() as stack:
+        gpio = make_gpio_backend(cfg.gpio.backend)
+        stack.callback(gpio.close)
+        tools = await stack.enter_async_context(
+            ToolRegistry(cfg.tools, gpio, max_concurrency=cfg.session.max_tool_concurrency)
+        )
+        tokens = await stack.enter_async_context(TokenProvider(cfg.vatel, api_key))
+        echo = open_echo_path(cfg.audio)
+        if echo is not None:
+            stack.callback(echo.close)  # after the player's writer thread has stopped
+        player = await stack.enter_async_context(Player(cfg.audio))
+        if echo is not None:
+            player.on_written = echo.on_written
+            player.on_dropped = echo.on_dropped
+        capture = await stack.enter_async_context(Capture(cfg.audio))
+        w, s = cfg.wake, cfg.session
+        local_barge_in = s.barge_in in ("local", "both") and echo is not None
+        mic = MicPath(
+            capture, player, echo,
+            frame_ms=cfg.audio.frame_ms,
+            preroll_ms=w.preroll_ms,
+            wake_vad=VoiceDetector(VadParams.from_wake(w)) if w.mode == "vad" else None,
+            barge_vad=VoiceDetector(VadParams.for_barge_in(w, s.barge_in_min_speech_ms)) if local_barge_in else None,
+            gate=WakeGate(w.cooldown_ms / 1000.0, clock),
+        )
+        _log_duplex(cfg, echo, local_barge_in)
+        sounds = Sounds(cfg, player)
+        await stack.enter_async_context(ControlServer(cfg.control.socket_path, control))
+        button: ButtonWatch | None = None
+        if w.mode == "button":
+            # Requested before READY: a missing chip or line is a start-up error naming both.
+            button = await stack.enter_async_context(
+                gpio.watch_button(w.button_chip, w.button_line, active_low=w.button_active_low,
+                                  debounce_ms=w.debounce_ms)
+            )
+        # Pings stop when frames stop arriving, and when the capture pump that routes them died.
+        watchdog = await stack.enter_async_context(
+            Watchdog(notifier, mic.last_frame_at, max_frame_age_s=max(2.0, 10 * cfg.audio.frame_ms / 1000.0))
+        )
+        yield Runtime(cfg, gpio, tools, tokens, echo, player, capture, mic, sounds, watchdog, button)
+
+
+def _log_duplex(cfg: Config, echo: EchoPath | None, local_barge_in: bool) -> None:
+    """Say once at start how the microphone is treated while the agent speaks, and who barges in."""
+    engine = echo.name if echo is not None else "none"
+    policy = cfg.audio.mic_during_playback
+    if policy == "auto":
+        mic = "muted" if echo is None else "streamed once the canceller has converged (muted before)"
+    else:
+        mic = "muted" if policy == "mute" else "streamed"
+    if echo is None and cfg.audio.echo_cancel == "auto":
+        log.warning("no echo canceller: the microphone is %s while the agent speaks", mic)
+    log.info("echo cancellation: %s; microphone %s during agent speech; barge-in by %s", engine, mic,
+             "the local VAD and the server" if local_barge_in else "the server")
