@@ -216,7 +216,7 @@ def _tone_seconds(x: np.ndarray, freq: float, window_ms: int = 20) -> float:
 
 async def test_button_press_starts_a_session_and_a_second_press_ends_it(pulse: PulseServer, tmp_path: Path) -> None:
     """Button mode (fake GPIO backend): press -> session; press again -> session ends, back to listening."""
-    from vatel_edge.tools.gpio import FakeGpio
+    from vatel_edge.gpio import FakeGpio
 
     async def script(s: SimSession) -> None:
         await s.wait_closed(timeout=30)

@@ -18,8 +18,8 @@ from tests.daemon.helpers import daemon_config
 from tests.pulse import PulseServer
 from vatel_edge.daemon import Daemon, running
 from vatel_edge.devkit.simulator import SimSession, Simulator
+from vatel_edge.gpio import FakeGpio
 from vatel_edge.state import State
-from vatel_edge.tools.gpio import FakeGpio
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,15 +1,17 @@
-"""GPIO actions through the registry on the fake backend, the fake's button watch, and the real gpiod error paths."""
+"""GPIO actions through the registry: on the fake backend, and a start-up error on the real gpiod one.
+
+The backends themselves are tested in tests/gpio/.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from tool_helpers import RecordingContext, make_call, tools_from_toml
 
 from vatel_edge.errors import ToolError
-from vatel_edge.tools.gpio import FakeGpio, GpiodBackend, make_gpio_backend
+from vatel_edge.gpio import FakeGpio, GpiodBackend
 from vatel_edge.tools.registry import ToolRegistry
 
 pytestmark = pytest.mark.timeout(60)
@@ -204,67 +206,13 @@ async def test_missing_chip_or_line_is_a_startup_error_naming_tool_chip_and_line
 async def test_busy_line_is_a_startup_error() -> None:
     """A line already held elsewhere (another program, a running daemon) is reported as busy."""
     fake = FakeGpio()
-    other = fake.open_output("gpiochip0", 17, active_low=False)
+    fake.hold_elsewhere("gpiochip0", 17)
     with pytest.raises(ToolError, match=r"tools\.set_light: GPIO chip '/dev/gpiochip0' line 17: line is busy"):
         async with registry_for(LIGHTS, fake):
             pass
-    other.release(set_inactive=True)
 
 
-async def test_fake_button_watch_yields_debounced_presses() -> None:
-    """The fake's button watch yields presses; a second press within the debounce period is dropped."""
-    fake = FakeGpio()
-    async with fake.watch_button("gpiochip0", "GPIO4", active_low=True, debounce_ms=60_000) as watch:
-        assert fake.press("gpiochip0", 4) == 1
-        assert fake.press("gpiochip0", 4) == 0  # bounce
-        press = await asyncio.wait_for(watch.__anext__(), 5)
-        assert press.seq == 0
-        assert (CHIP, 4) in fake.requested()
-    assert fake.requested() == set()
-    async with fake.watch_button("gpiochip0", 4, active_low=True, debounce_ms=0) as watch:
-        fake.press(CHIP, 4)
-        fake.press(CHIP, 4)
-        got = [await asyncio.wait_for(watch.__anext__(), 5) for _ in range(2)]
-        assert [p.seq for p in got] == [0, 1]
-
-
-def test_make_gpio_backend_picks_the_configured_side() -> None:
-    """"gpiod" gives the real backend, "fake" the recording one; anything else is an error."""
-    assert isinstance(make_gpio_backend("gpiod"), GpiodBackend)
-    assert isinstance(make_gpio_backend("fake"), FakeGpio)
-    with pytest.raises(ToolError, match="unknown backend"):
-        make_gpio_backend("sysfs")
-
-
-# ----------------------------------------------------------------------------- real gpiod, error paths
-
-
-def test_gpiod_missing_chip_path_names_chip_and_line() -> None:
-    """With the real gpiod library, a chip path that does not exist is a ToolError naming chip and line."""
-    with pytest.raises(ToolError) as info:
-        GpiodBackend().open_output("/dev/gpiochip7", 17, active_low=False)
-    assert str(info.value) == "GPIO chip '/dev/gpiochip7' line 17: /dev/gpiochip7 does not exist"
-
-
-def test_gpiod_chip_name_without_devices_is_a_clear_error(tmp_path: Path) -> None:
-    """A chip name or label with no matching device lists what was looked at."""
-    with pytest.raises(ToolError) as info:
-        GpiodBackend(dev_dir=str(tmp_path)).open_input("pinctrl-bcm2711", "GPIO27", active_low=False)
-    assert str(info.value) == (
-        f"GPIO chip 'pinctrl-bcm2711' line 'GPIO27': no chip with that name or label "
-        f"(there are no {tmp_path}/gpiochip* devices)"
-    )
-
-
-def test_gpiod_file_that_is_not_a_chip_is_a_clear_error(tmp_path: Path) -> None:
-    """A /dev entry that is not a GPIO character device is reported as such (real gpiod open fails)."""
-    (tmp_path / "gpiochip0").write_text("")
-    backend = GpiodBackend(dev_dir=str(tmp_path))
-    with pytest.raises(ToolError) as info:
-        backend.open_output("gpiochip0", "GPIO17", active_low=False)
-    assert str(info.value) == f"GPIO chip 'gpiochip0' line 'GPIO17': {tmp_path}/gpiochip0 is not a GPIO chip device"
-    with pytest.raises(ToolError, match="no chip with that name or label"):
-        backend.open_output("pinctrl-bcm2711", 17, active_low=False)  # the scan skips the non-chip
+# ----------------------------------------------------------------------------- real gpiod
 
 
 async def test_gpiod_registry_start_fails_naming_the_tool() -> None:
@@ -274,11 +222,3 @@ async def test_gpiod_registry_start_fails_naming_the_tool() -> None:
         async with ToolRegistry(tools, GpiodBackend(), max_concurrency=1):
             pass
     assert str(info.value) == "tools.lamp: GPIO chip '/dev/gpiochip3' line 'GPIO17': /dev/gpiochip3 does not exist"
-
-
-async def test_gpiod_button_watch_on_a_missing_chip_fails_on_enter() -> None:
-    """The real button watch requests its line on enter and fails clearly when the chip is missing."""
-    watch = GpiodBackend().watch_button("/dev/gpiochip9", 4, active_low=True, debounce_ms=50)
-    with pytest.raises(ToolError, match="GPIO chip '/dev/gpiochip9' line 4: /dev/gpiochip9 does not exist"):
-        async with watch:
-            pass

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tool_helpers import RecordingContext, make_call, tools_from_toml
 
-from vatel_edge.tools.gpio import FakeGpio
+from vatel_edge.gpio import FakeGpio
 from vatel_edge.tools.registry import ToolRegistry
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,8 +14,8 @@ from tool_helpers import RecordingContext, make_call, toml_str, tools_from_toml,
 
 from vatel_edge.config import loads_config
 from vatel_edge.errors import ToolError
+from vatel_edge.gpio import FakeGpio
 from vatel_edge.tools.cli import run_tool_command
-from vatel_edge.tools.gpio import FakeGpio
 from vatel_edge.tools.registry import ToolRegistry
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,7 +20,7 @@ from tool_helpers import (
     write_script,
 )
 
-from vatel_edge.tools.gpio import FakeGpio
+from vatel_edge.gpio import FakeGpio
 from vatel_edge.tools.registry import ToolRegistry
 
 pytestmark = pytest.mark.timeout(60)

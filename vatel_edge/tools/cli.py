@@ -7,8 +7,8 @@ from typing import Any, TextIO
 
 from vatel_edge.config import Config
 from vatel_edge.errors import ToolError
+from vatel_edge.gpio import make_gpio_backend
 from vatel_edge.protocol import ToolArgument, ToolCall
-from vatel_edge.tools.gpio import make_gpio_backend
 from vatel_edge.tools.registry import ToolRegistry
 
 

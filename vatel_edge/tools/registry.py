@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 
 from vatel_edge.errors import ToolError
+from vatel_edge.gpio import GpioBackend, InputLine, OutputLine
 from vatel_edge.lifecycle import AsyncClosing
 from vatel_edge.protocol import ToolCall
 from vatel_edge.tools.args import ArgumentError, render_text, validate_arguments
 from vatel_edge.tools.builtin import ToolContext, run_builtin
-from vatel_edge.tools.gpio import GpioBackend, InputLine, OutputLine, make_gpio_backend
 from vatel_edge.tools.http import make_client, missing_header_env, plain_http_host, run_http
 from vatel_edge.tools.shell import run_shell
 from vatel_edge.tools.spec import BuiltinSpec, GpioSpec, HttpSpec, Placeholder, ShellSpec, ToolSpec
@@ -124,12 +124,15 @@ class ToolRegistry(AsyncClosing):
             key = params.line_key
             if key in self._outputs or key in self._inputs:
                 continue  # shared with another tool; spec.py checked that the settings agree
+            owner = f"tool {spec.name!r}"  # the first tool on a shared line holds it for all of them
             try:
                 if params.is_output:
-                    self._outputs[key] = self._gpio.open_output(params.chip, params.line, active_low=params.active_low)
+                    self._outputs[key] = self._gpio.open_output(
+                        params.chip, params.line, active_low=params.active_low, owner=owner
+                    )
                 else:
                     self._inputs[key] = self._gpio.open_input(
-                        params.chip, params.line, active_low=params.active_low, bias=params.bias
+                        params.chip, params.line, active_low=params.active_low, owner=owner, bias=params.bias
                     )
             except ToolError as exc:
                 raise ToolError(f"tools.{spec.name}: {exc}") from None
@@ -308,4 +311,4 @@ class ToolRegistry(AsyncClosing):
             await asyncio.wait(still)
 
 
-__all__ = ["ToolContext", "ToolRegistry", "make_gpio_backend"]
+__all__ = ["ToolContext", "ToolRegistry"]
