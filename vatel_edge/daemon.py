@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -21,17 +22,15 @@ from typing import Any
 from vatel_edge.audio.aec_path import EchoPath, check_duplex
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.playback import Player
-from vatel_edge.backoff import Backoff
 from vatel_edge.config import Config, load_config, read_api_key
 from vatel_edge.conversation import Conversation, Limits
-from vatel_edge.errors import ConfigError, DaemonFailure, SessionError, TokenError
+from vatel_edge.errors import ConfigError, DaemonFailure
 from vatel_edge.gpio import GpioBackend
 from vatel_edge.journal import register_secret, set_daemon_log_context
 from vatel_edge.lifecycle import TaskSet, cancel_and_wait
-from vatel_edge.live_session import EventSink, LiveSession, SessionParts
+from vatel_edge.live_session import Connector, DaemonToolContext, EventSink, LiveSession, SessionParts
 from vatel_edge.notify import Notifier
-from vatel_edge.runtime import Runtime, open_runtime
-from vatel_edge.session import VatelSession
+from vatel_edge.runtime import Runtime, RuntimePart, open_runtime
 from vatel_edge.state import Event, State, StateMachine, Transition
 from vatel_edge.status import Counters, DaemonStatus
 from vatel_edge.token import TokenProvider
@@ -42,25 +41,6 @@ log = logging.getLogger(__name__)
 
 #: Wait this long for the first capture frame before declaring READY anyway (and saying why).
 READY_WAIT_S = 10.0
-#: Longest tail of agent audio played after the session ended before it is cut.
-FINAL_AUDIO_MAX_S = 15.0
-
-
-class _ToolContext:
-    """What tools may ask of the daemon during a session."""
-
-    def __init__(self, daemon: Daemon, session_id: str | None) -> None:
-        self._daemon = daemon
-        self.session_id = session_id
-
-    def set_volume(self, level: int) -> None:
-        self._daemon.set_volume(level)
-
-    def end_session(self) -> None:
-        self._daemon.end_session("end_session tool")
-
-    def device_status(self) -> dict[str, Any]:
-        return self._daemon.status()
 
 
 class Daemon:
@@ -95,33 +75,17 @@ class Daemon:
         self._restart = asyncio.Event()
         self._wakes: asyncio.Queue[str] = asyncio.Queue(maxsize=1)  # overflow: a second wake is ignored
         self._state_waiters: list[tuple[State, asyncio.Future[None]]] = []
-        self._connect_backoff = Backoff(1.0, 2.0, 60.0)
+        self._connector = Connector(self.counters, self.notifier, self.sm, self._emit, self._set_error)
+        self._tool_context = functools.partial(DaemonToolContext, set_volume=self.set_volume,
+                                               end_session=self.end_session, device_status=self.status)
 
-    # ------------------------------------------------------------------ components (None while not running)
-
-    @property
-    def capture(self) -> Capture | None:
-        return self.runtime.capture if self.runtime else None
-
-    @property
-    def player(self) -> Player | None:
-        return self.runtime.player if self.runtime else None
-
-    @property
-    def tokens(self) -> TokenProvider | None:
-        return self.runtime.tokens if self.runtime else None
-
-    @property
-    def tools(self) -> ToolRegistry | None:
-        return self.runtime.tools if self.runtime else None
-
-    @property
-    def gpio(self) -> GpioBackend | None:
-        return self.runtime.gpio if self.runtime else None
-
-    @property
-    def echo(self) -> EchoPath | None:
-        return self.runtime.echo if self.runtime else None
+    # The runtime's components, None while not running (tests and the demo look at them).
+    capture: RuntimePart[Capture] = RuntimePart("capture")
+    player: RuntimePart[Player] = RuntimePart("player")
+    tokens: RuntimePart[TokenProvider] = RuntimePart("tokens")
+    tools: RuntimePart[ToolRegistry] = RuntimePart("tools")
+    gpio: RuntimePart[GpioBackend] = RuntimePart("gpio")
+    echo: RuntimePart[EchoPath] = RuntimePart("echo")
 
     @property
     def session_id(self) -> str | None:
@@ -201,11 +165,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """Everything `vatel-edge status` shows (status.DaemonStatus as a dict)."""
         rt, conv, now = self.runtime, self._conversation, self._clock()
-        echo: dict[str, Any] = {}
-        if rt is not None:
-            e = rt.echo
-            echo = {"engine": "none"} if e is None else {
-                "engine": e.name, "converged": e.converged, "erle_db": e.erle_db, **e.stats}
+        parts = rt.stats() if rt is not None else {}
         return DaemonStatus(
             state=self.sm.state.value,
             uptime_s=round(now - self.started_at, 1),
@@ -213,12 +173,12 @@ class Daemon:
             session_id=self.session_id,
             session_age_s=round(now - conv.started_at, 1) if conv is not None else None,
             token_status=rt.tokens.status if rt is not None else "stopped",
-            counters=self.counters.snapshot(rt.capture.stats if rt is not None else {}),
+            counters=self.counters.snapshot(parts.get("capture", {})),
             last_error=self.last_error,
             last_error_at=self._last_error_at,
-            player=rt.player.stats if rt is not None else {},
-            echo=echo,
-            tokens=rt.tokens.stats if rt is not None else {},
+            player=parts.get("player", {}),
+            echo=parts.get("echo", {}),
+            tokens=parts.get("tokens", {}),
         ).to_dict()
 
     def install_signal_handlers(self) -> None:
@@ -244,11 +204,9 @@ class Daemon:
                 self._restart.clear()
                 log.info("reload: applied config %s", self.cfg.path)
         finally:
-            if self.sm.can(Event.STOP):
-                self.sm.fire(Event.STOP, "shutdown")
+            self.sm.fire_if(Event.STOP, "shutdown")
             self.notifier.stopping()
-            if self.sm.can(Event.STOPPED):
-                self.sm.fire(Event.STOPPED)
+            self.sm.fire_if(Event.STOPPED)
             set_daemon_log_context(state=None, session_id=None, turn_id=None)
 
     async def _run_once(self) -> None:
@@ -268,9 +226,7 @@ class Daemon:
     async def _serve(self, rt: Runtime, tasks: TaskSet) -> None:
         """Start the pump and the wake loops; run one session at a time until stop, reload or a core death."""
         core = {tasks.spawn(rt.mic.run(self._begin_wake), "capture pump")}
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(rt.mic.first_frame.wait(), READY_WAIT_S)
-        if not rt.mic.first_frame.is_set():
+        if not await rt.mic.wait_first_frame(READY_WAIT_S):
             self._set_error("microphone not delivering audio yet")
             log.warning("no capture frames after %.0f s; ready anyway, still retrying the microphone", READY_WAIT_S)
         if self.sm.state is State.STARTING:
@@ -326,71 +282,22 @@ class Daemon:
         return True
 
     async def _session(self, rt: Runtime) -> None:
+        """From CONNECTING to LISTENING again: open the session, converse, let the agent finish."""
         conv, audio = self._conversation, rt.mic.session_audio
         assert conv is not None and audio is not None
         try:
-            session = await self._connect(rt)
-            if session is None:
-                return
-            self._connect_backoff.reset()
-            self.sm.fire(Event.CONNECTED)
-            self.counters.sessions += 1
-            rt.sounds.play("wake")
-            parts = SessionParts(rt.player, rt.tools, rt.echo, self.sm, self.notifier, self._emit,
-                                 lambda session_id: _ToolContext(self, session_id), self.cfg.audio.frame_ms,
-                                 self.cfg.session.close_timeout_s)
-            self._live = rt.mic.barge_in_target = LiveSession(session, conv, audio, parts)
-            result = await self._live.run()
-            self._emit("session_closed", result.end_reason)
-            if self.sm.can(Event.SESSION_END):
-                self.sm.fire(Event.SESSION_END, conv.end_reason)
-            await self._finish_session(rt)
+            session = await self._connector.open(self.cfg, rt.tokens, rt.gate, rt.sounds)
+            if session is not None:
+                self.counters.sessions += 1
+                parts = SessionParts(rt.player, rt.tools, rt.echo, rt.sounds, rt.gate, self.sm, self.notifier,
+                                     self._emit, self._tool_context, self.cfg.audio.frame_ms,
+                                     self.cfg.session.close_timeout_s)
+                self._live = rt.mic.barge_in_target = LiveSession(session, conv, audio, parts)
+                await self._live.run(stopping=self._stop.is_set)
         finally:
             rt.mic.end_session()
             self._live = self._conversation = None
             set_daemon_log_context(session_id=None, turn_id=None)
-
-    async def _connect(self, rt: Runtime) -> VatelSession | None:
-        try:
-            token = await rt.tokens.get()
-            register_secret(token.value)
-            return await VatelSession.connect(
-                self.cfg.vatel.ws_base, token.value, open_timeout=self.cfg.vatel.connect_timeout_s,
-                close_timeout=self.cfg.session.close_timeout_s,
-            )
-        except (TokenError, SessionError) as exc:
-            if isinstance(exc, TokenError):
-                self.counters.token_failures += 1
-            else:
-                self.counters.connection_failures += 1
-            delay = self._connect_backoff.next_delay()
-            self._set_error(f"could not open a session: {exc}")
-            if self._connect_backoff.attempts == 1:
-                log.error("could not open a session: %s (retrying wakes after %.0f s)", exc, delay)
-            rt.gate.block_for(delay)
-            self.sm.fire(Event.CONNECT_FAILED, exc.__class__.__name__)
-            # After the transition (which says "listening"): why the last wake failed, and when it retries.
-            provider = rt.tokens.status
-            if isinstance(exc, TokenError) and provider != "ready":
-                self.notifier.status(provider if provider.startswith("offline") else f"offline: {provider}")
-            else:
-                self.notifier.status(f"offline: {exc}; retrying in {max(1, round(delay))} s")
-            self._emit("error", str(exc))
-            rt.sounds.play("error")
-            return None
-
-    async def _finish_session(self, rt: Runtime) -> None:
-        """ENDING: let the agent's last words play out (bounded), play the end sound, then LISTENING.
-
-        Going back to LISTENING while the agent still talks would let the wake trigger hear the
-        device's own voice, so the tail plays first; a shutdown cuts it instead.
-        """
-        player = rt.player
-        if player.playing and (self._stop.is_set() or not await player.wait_idle(timeout=FINAL_AUDIO_MAX_S)):
-            player.interrupt()
-        rt.sounds.play("end")
-        rt.gate.session_ended()
-        self.sm.fire(Event.ENDED)
 
     # ------------------------------------------------------------------ helpers
 

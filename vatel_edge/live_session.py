@@ -1,4 +1,4 @@
-"""The I/O of one open Vatel session: its tasks, and the conversation's commands performed.
+"""The I/O of one Vatel session: opening it (`Connector`), its tasks, and the conversation's commands performed.
 
 `LiveSession.run()` owns the session's tasks (the receiver, the input_audio sender, the ticker and the
 end), feeds the conversation (conversation.py) with server events and local facts, and performs the
@@ -12,11 +12,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from vatel_edge import protocol
 from vatel_edge.audio.aec_path import EchoPath
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.playback import InterruptReport, Player
+from vatel_edge.backoff import Backoff
+from vatel_edge.config import Config
 from vatel_edge.conversation import (
     CancelTools,
     Command,
@@ -29,20 +32,25 @@ from vatel_edge.conversation import (
     Play,
     RunTool,
 )
-from vatel_edge.errors import SessionError, VatelEdgeError
-from vatel_edge.journal import log_context, set_daemon_log_context
+from vatel_edge.errors import SessionError, TokenError, VatelEdgeError
+from vatel_edge.journal import log_context, register_secret, set_daemon_log_context
 from vatel_edge.lifecycle import TaskSet
 from vatel_edge.notify import Notifier
+from vatel_edge.runtime import Sounds
 from vatel_edge.session import SessionOutcome, VatelSession
-from vatel_edge.state import StateMachine
+from vatel_edge.state import Event, StateMachine
+from vatel_edge.status import Counters
+from vatel_edge.token import TokenProvider
 from vatel_edge.tools.builtin import ToolContext
 from vatel_edge.tools.registry import ToolRegistry
-from vatel_edge.wake import SessionAudio
+from vatel_edge.wake import SessionAudio, WakeGate
 
 log = logging.getLogger(__name__)
 
 #: How often the ticker tells the conversation the time and whether the player still plays.
 TICK_PERIOD_S = 0.05
+#: Longest tail of agent audio played after the session ended before it is cut.
+FINAL_AUDIO_MAX_S = 15.0
 
 EventSink = Callable[[str, str], None]
 
@@ -63,6 +71,8 @@ class SessionParts:
     player: Player
     tools: ToolRegistry
     echo: EchoPath | None
+    sounds: Sounds
+    gate: WakeGate
     sm: StateMachine
     notifier: Notifier
     emit: EventSink
@@ -89,10 +99,14 @@ class LiveSession:
         """The server's session id, once session_started said it."""
         return self.conversation.session_id
 
-    async def run(self) -> SessionResult:
-        """Converse until the server, a limit or `end()` ends the session; then close the socket."""
-        self.conversation.start()
-        if self.conversation.ended:  # end() came while connecting (a shutdown, a button)
+    async def run(self, stopping: Callable[[], bool] = lambda: False) -> SessionResult:
+        """CONNECTED to LISTENING: converse until the server, a limit or `end()` ends the session, close the
+        socket, then let the agent's last words play out (cut instead when `stopping()`, a shutdown)."""
+        p, conv = self._p, self.conversation
+        p.sm.fire(Event.CONNECTED)
+        p.sounds.play("wake")
+        conv.start()
+        if conv.ended:  # end() came while connecting (a shutdown, a button)
             self._ended.set()
         async with self._session:
             tasks = TaskSet()
@@ -104,11 +118,28 @@ class LiveSession:
                 await asyncio.wait({receiver, ender}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 await tasks.cancel_all()
-                await self._p.tools.drain(timeout=self._p.close_timeout_s)
+                await p.tools.drain(timeout=p.close_timeout_s)
                 await self._tool_tasks.cancel_all()
         outcome = self._session.outcome
-        reason = self.conversation.end_reason or (str(outcome) if outcome else "closed")
-        return SessionResult(reason, outcome, self.conversation.session_id)
+        result = SessionResult(conv.end_reason or (str(outcome) if outcome else "closed"), outcome, conv.session_id)
+        p.emit("session_closed", result.end_reason)
+        if p.sm.can(Event.SESSION_END):
+            p.sm.fire(Event.SESSION_END, conv.end_reason)
+        await self._finish(stopping())
+        return result
+
+    async def _finish(self, stopping: bool) -> None:
+        """ENDING: let the agent's last words play out (bounded), play the end sound, then LISTENING.
+
+        Going back to LISTENING while the agent still talks would let the wake trigger hear the
+        device's own voice, so the tail plays first; a shutdown cuts it instead.
+        """
+        player = self._p.player
+        if player.playing and (stopping or not await player.wait_idle(timeout=FINAL_AUDIO_MAX_S)):
+            player.interrupt()
+        self._p.sounds.play("end")
+        self._p.gate.session_ended()
+        self._p.sm.fire(Event.ENDED)
 
     def end(self, reason: str) -> bool:
         """End the session (button, tool, control socket, shutdown); False when it is already ending."""
@@ -208,3 +239,69 @@ class LiveSession:
                 await self._session.send_tool_call_output(call.tool_call_id, output)
             except SessionError as exc:
                 log.warning("could not answer tool call %s: %s", call.tool_call_id, exc)
+
+
+class DaemonToolContext:
+    """What a tool call may ask of the daemon during session `session_id` (tools.builtin.ToolContext)."""
+
+    def __init__(self, session_id: str | None, set_volume: Callable[[int], None],
+                 end_session: Callable[[str], object], device_status: Callable[[], dict[str, Any]]) -> None:
+        self.session_id = session_id
+        self._set_volume = set_volume
+        self._end_session = end_session
+        self._device_status = device_status
+
+    def set_volume(self, level: int) -> None:
+        self._set_volume(level)
+
+    def end_session(self) -> None:
+        self._end_session("end_session tool")
+
+    def device_status(self) -> dict[str, Any]:
+        return self._device_status()
+
+
+class Connector:
+    """Opens sessions: a fresh token, then the WebSocket. A failure is counted, backed off (no automatic
+    wake until the backoff passed), said once in the log and in the sd_notify STATUS, and returns None."""
+
+    def __init__(self, counters: Counters, notifier: Notifier, sm: StateMachine, emit: EventSink,
+                 set_error: Callable[[str], None]) -> None:
+        self._counters = counters
+        self._notifier = notifier
+        self._sm = sm
+        self._emit = emit
+        self._set_error = set_error
+        self._backoff = Backoff(1.0, 2.0, 60.0)
+
+    async def open(self, cfg: Config, tokens: TokenProvider, gate: WakeGate, sounds: Sounds) -> VatelSession | None:
+        """The open session, or None after CONNECT_FAILED (the state is LISTENING again)."""
+        try:
+            token = await tokens.get()
+            register_secret(token.value)
+            session = await VatelSession.connect(
+                cfg.vatel.ws_base, token.value, open_timeout=cfg.vatel.connect_timeout_s,
+                close_timeout=cfg.session.close_timeout_s,
+            )
+        except (TokenError, SessionError) as exc:
+            if isinstance(exc, TokenError):
+                self._counters.token_failures += 1
+            else:
+                self._counters.connection_failures += 1
+            delay = self._backoff.next_delay()
+            self._set_error(f"could not open a session: {exc}")
+            if self._backoff.attempts == 1:
+                log.error("could not open a session: %s (retrying wakes after %.0f s)", exc, delay)
+            gate.block_for(delay)
+            self._sm.fire(Event.CONNECT_FAILED, exc.__class__.__name__)
+            # After the transition (which says "listening"): why the last wake failed, and when it retries.
+            provider = tokens.status
+            if isinstance(exc, TokenError) and provider != "ready":
+                self._notifier.status(provider if provider.startswith("offline") else f"offline: {provider}")
+            else:
+                self._notifier.status(f"offline: {exc}; retrying in {max(1, round(delay))} s")
+            self._emit("error", str(exc))
+            sounds.play("error")
+            return None
+        self._backoff.reset()
+        return session

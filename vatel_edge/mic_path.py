@@ -9,6 +9,7 @@ sender drains into `input_audio`, and the local barge-in VAD while the agent spe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -92,6 +93,12 @@ class MicPath:
                     on_wake("voice")  # the capture thread's VAD fired on this frame
         finally:
             self.running = False
+
+    async def wait_first_frame(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the pump's first frame; whether it came."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.first_frame.wait(), timeout)
+        return self.first_frame.is_set()
 
     def listen_quietly(self) -> None:
         """LISTENING: the capture thread keeps the pre-roll and runs the wake VAD itself, waking the event

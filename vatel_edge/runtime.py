@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 from vatel_edge.audio.aec_path import EchoPath, open_echo_path
 from vatel_edge.audio.capture import Capture
@@ -30,6 +31,7 @@ from vatel_edge.tools.registry import ToolRegistry
 from vatel_edge.wake import WakeGate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Sounds:
@@ -71,6 +73,13 @@ class Runtime:
     sounds: Sounds
     watchdog: Watchdog
     button: ButtonWatch | None  # wake.mode = "button" only
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """The components' statistics for `vatel-edge status`: capture, player, echo, tokens."""
+        e = self.echo
+        echo = {"engine": "none"} if e is None else {
+            "engine": e.name, "converged": e.converged, "erle_db": e.erle_db, **e.stats}
+        return {"capture": self.capture.stats, "player": self.player.stats, "echo": echo, "tokens": self.tokens.stats}
 
     @property
     def gate(self) -> WakeGate:
@@ -142,3 +151,14 @@ def _log_duplex(cfg: Config, echo: EchoPath | None, local_barge_in: bool) -> Non
         log.warning("no echo canceller: the microphone is %s while the agent speaks", mic)
     log.info("echo cancellation: %s; microphone %s during agent speech; barge-in by %s", engine, mic,
              "the local VAD and the server" if local_barge_in else "the server")
+
+
+class RuntimePart(Generic[T]):
+    """A read-only attribute for an owner with a `runtime`: its component `name`, or None while not running."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, owner: Any, owner_type: type | None = None) -> T | None:
+        rt = owner.runtime
+        return cast("T | None", getattr(rt, self._name)) if rt is not None else None
