@@ -160,11 +160,6 @@ class AlsaPcm:
             pcm.close()
 
 
-def backoff_delay(attempt: int, *, base_s: float, max_s: float) -> float:
-    """Reopen delay after `attempt` consecutive failures (0-based): doubling from base_s, capped at max_s."""
-    return float(min(max_s, base_s * (2 ** min(attempt, 30))))
-
-
 def pcm_names(direction: Direction) -> list[str]:
     """ALSA PCM names alsa-lib lists for a direction (like `arecord -L` / `aplay -L`)."""
     try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vatel_edge.audio.alsa import AlsaPcm, backoff_delay
+from vatel_edge.audio.alsa import AlsaPcm
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.resample import Resampler, to_mono
 from vatel_edge.audio.worker import DeviceWorker
@@ -51,14 +51,14 @@ class Capture(DeviceWorker):
     """Async context manager delivering CaptureFrames from the configured microphone."""
 
     thread_name = "vatel-capture"
+    device_name = "microphone"
+    logger = log
 
     def __init__(self, cfg: AudioConfig, *, retry_base_s: float = 0.5, retry_max_s: float = 10.0) -> None:
-        super().__init__()
+        super().__init__(retry_base_s=retry_base_s, retry_max_s=retry_max_s)
         self._cfg = cfg
         self._frame_samples = VATEL_FORMAT.samples(cfg.frame_ms)
         self._frame_bytes = VATEL_FORMAT.nbytes(cfg.frame_ms)
-        self._retry_base_s = retry_base_s
-        self._retry_max_s = retry_max_s
         self._buffer: collections.deque[CaptureFrame] = collections.deque()
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,7 +69,6 @@ class Capture(DeviceWorker):
         self._burst = 0  # frames dropped in the current overflow burst
         self._stats = {"frames": 0, "dropped": 0, "overruns": 0, "reopens": 0}
         self.last_frame_at: float | None = None
-        self.negotiated: str | None = None  # description of the open device, for status
 
     @property
     def stats(self) -> dict[str, int]:
@@ -166,41 +165,16 @@ class Capture(DeviceWorker):
         return frames
 
     def _run(self) -> None:
-        attempt = 0
-        lost_logged = False
         seq = 0
-        while not self._stop.is_set():
-            try:
-                pcm = AlsaPcm(
-                    self._cfg.capture_device, "capture", period_ms=self._cfg.frame_ms, periods=CAPTURE_PERIODS
-                )
-            except AudioDeviceError as exc:
-                if not lost_logged:
-                    log.warning("microphone unavailable (%s); retrying in the background", exc)
-                    lost_logged = True
-                self._sleep(backoff_delay(attempt, base_s=self._retry_base_s, max_s=self._retry_max_s))
-                attempt += 1
-                continue
-            if lost_logged:
-                log.warning("microphone is back: %s", pcm.negotiated.describe())
-                lost_logged = False
-            elif self.negotiated != pcm.negotiated.describe():
-                log.info("microphone open: %s", pcm.negotiated.describe())
-            self.negotiated = pcm.negotiated.describe()
-            try:
-                seq = self._pump(pcm, seq)
-                attempt = 0
-            except AudioDeviceError as exc:
-                log.warning("microphone lost (%s); reopening in the background", exc)
-                lost_logged = True
-                self._stats["reopens"] += 1
-                self._sleep(backoff_delay(attempt, base_s=self._retry_base_s, max_s=self._retry_max_s))
-                attempt += 1
-            finally:
-                pcm.close()
 
-    def _sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
+        def pump(pcm: AlsaPcm) -> None:
+            nonlocal seq
+            seq = self._pump(pcm, seq)
+
+        self.run_reopening(self._open, pump)
+
+    def _open(self) -> AlsaPcm:
+        return AlsaPcm(self._cfg.capture_device, "capture", period_ms=self._cfg.frame_ms, periods=CAPTURE_PERIODS)
 
     def _pump(self, pcm: AlsaPcm, seq: int) -> int:
         """Read until stopped (returns the next seq) or the device fails (raises AudioDeviceError)."""

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vatel_edge.audio.alsa import AlsaPcm, backoff_delay
+from vatel_edge.audio.alsa import AlsaPcm
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.resample import Resampler, to_channels
 from vatel_edge.audio.worker import DeviceWorker
 from vatel_edge.config import AudioConfig
-from vatel_edge.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +65,15 @@ class Player(DeviceWorker):
     """Async context manager owning the speaker (see module docstring)."""
 
     thread_name = "vatel-playback"
+    device_name = "speaker"
+    logger = log
 
     def __init__(self, cfg: AudioConfig, *, retry_base_s: float = 0.5, retry_max_s: float = 10.0) -> None:
-        super().__init__()
+        super().__init__(retry_base_s=retry_base_s, retry_max_s=retry_max_s)
         self._cfg = cfg
         self._period = VATEL_FORMAT.samples(cfg.playback_period_ms)  # 24 kHz samples per period
         self._prebuffer = VATEL_FORMAT.samples(cfg.prebuffer_ms)
         self._max_queued = VATEL_FORMAT.samples(MAX_QUEUED_S * 1000)
-        self._retry_base_s = retry_base_s
-        self._retry_max_s = retry_max_s
         self._gain = float(cfg.volume)
         self._lock = threading.Lock()
         self._queue: collections.deque[_Chunk] = collections.deque()
@@ -98,7 +97,6 @@ class Player(DeviceWorker):
             "overflow_dropped": 0,
             "reopens": 0,
         }
-        self.negotiated: str | None = None
         self.on_written: Callable[[bytes, float], None] | None = None
         """Called from the writer thread with the 24 kHz mono PCM written to the device (after gain) and
         the monotonic time it is expected to be heard: the reference for an echo canceller. Keep it cheap."""
@@ -204,43 +202,25 @@ class Player(DeviceWorker):
     # ------------------------------------------------------------------ writer thread
 
     def _run(self) -> None:
-        attempt = 0
-        lost_logged = False
-        while not self._stop.is_set():
-            try:
-                pcm = AlsaPcm(
-                    self._cfg.playback_device,
-                    "playback",
-                    period_ms=self._cfg.playback_period_ms,
-                    periods=max(2, round(self._cfg.playback_buffer_ms / self._cfg.playback_period_ms)),
-                )
-            except AudioDeviceError as exc:
-                if not lost_logged:
-                    log.warning("speaker unavailable (%s); retrying in the background", exc)
-                    lost_logged = True
-                self._discard_queue_while_down()
-                self._stop.wait(backoff_delay(attempt, base_s=self._retry_base_s, max_s=self._retry_max_s))
-                attempt += 1
-                continue
-            if lost_logged:
-                log.warning("speaker is back: %s", pcm.negotiated.describe())
-                lost_logged = False
-            elif self.negotiated != pcm.negotiated.describe():
-                log.info("speaker open: %s", pcm.negotiated.describe())
-            self.negotiated = pcm.negotiated.describe()
-            try:
-                _Writer(self, pcm).run()
-                attempt = 0
-            except AudioDeviceError as exc:
-                log.warning("speaker lost (%s); reopening in the background", exc)
-                lost_logged = True
-                self._stats["reopens"] += 1
-                with self._lock:
-                    self._turn = None
-                self._stop.wait(backoff_delay(attempt, base_s=self._retry_base_s, max_s=self._retry_max_s))
-                attempt += 1
-            finally:
-                pcm.close()
+        self.run_reopening(
+            self._open,
+            lambda pcm: _Writer(self, pcm).run(),
+            while_down=self._discard_queue_while_down,
+            after_loss=self._forget_turn,
+        )
+
+    def _open(self) -> AlsaPcm:
+        return AlsaPcm(
+            self._cfg.playback_device,
+            "playback",
+            period_ms=self._cfg.playback_period_ms,
+            periods=max(2, round(self._cfg.playback_buffer_ms / self._cfg.playback_period_ms)),
+        )
+
+    def _forget_turn(self) -> None:
+        """A lost device takes the turn in progress with it: the next device starts with none."""
+        with self._lock:
+            self._turn = None
 
     def _discard_queue_while_down(self) -> None:
         """With no speaker, queued audio would play late and stale: drop it."""
