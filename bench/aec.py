@@ -25,11 +25,6 @@ from vatel_edge.audio.format import AudioFormat
 from vatel_edge.devkit import aec_lab
 
 RATE = 24_000
-AGENT = (
-    "Hello, I am your voice assistant. The weather today is sunny with a light breeze, and the temperature "
-    "will reach twenty two degrees this afternoon. Would you like me to set a reminder for your meeting?"
-)
-USER = "Stop, stop. Please turn off the lights in the kitchen."
 ROOMS = {
     "30 ms": aec_lab.Room(delay_s=0.03, gain=0.3),
     "50 ms": aec_lab.Room(delay_s=0.05, gain=0.3),
@@ -129,13 +124,6 @@ def candidates(frame_ms: int) -> dict[str, Callable[[], EchoCanceller]]:
     return found
 
 
-def speech(text: str, seconds: float, seed: int, **kw: str | int) -> npt.NDArray[np.float64]:
-    try:
-        return aec_lab.espeak(text, RATE, **kw)  # type: ignore[arg-type]
-    except FileNotFoundError:
-        return aec_lab.speech_like(seconds, RATE, seed=seed, f0=120.0 + 80.0 * seed)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frame-ms", type=int, default=20, choices=(10, 20, 30, 40))
@@ -143,8 +131,8 @@ def main() -> None:
     args = parser.parse_args()
     frame_ms = args.frame_ms
     n = AudioFormat(rate=RATE).samples(frame_ms)
-    agent = speech(AGENT, 12.0, 0)
-    user = speech(USER, 3.0, 1, voice="en-us+f3", wpm=170)
+    agent = aec_lab.agent_speech(RATE)
+    user = aec_lab.user_speech(RATE)
     scenes = {name: aec_lab.make_scene(agent, RATE, room=room) for name, room in ROOMS.items()}
     double_talk = aec_lab.make_scene(agent, RATE, room=ROOMS["50 ms"], user=user, user_at_s=5.0)
     results = []

@@ -36,6 +36,7 @@ from vatel_edge.audio.aec_path import EchoPath
 from vatel_edge.audio.capture import CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.devkit import aec_lab, aec_room
+from vatel_edge.devkit.fixtures import shipped_speech
 from vatel_edge.devkit.sandbox import PulseServer
 
 FRAME_MS = 20
@@ -47,7 +48,7 @@ def cpu_per_frame(kind: str) -> float:
     """Engine CPU seconds per 20 ms frame on a synthetic 10 s echo scene."""
     engine = make_echo_canceller(kind, FRAME_MS)
     assert engine is not None
-    agent = np.frombuffer(aec_room.shipped_speech("agent_answer.wav"), dtype="<i2").astype(np.float64)
+    agent = np.frombuffer(shipped_speech("agent_answer.wav"), dtype="<i2").astype(np.float64)
     scene = aec_lab.make_scene(agent, VATEL_FORMAT.rate, room=aec_lab.Room(delay_s=0.05))
     _, cpu = aec_lab.run_engine(engine, scene, FRAME_MS)
     engine.close()
@@ -90,7 +91,7 @@ async def measure(pulse: PulseServer, work: Path, delay_ms: int, gain_db: float)
         dt = await _in_room(pulse, work, delay_ms, gain_db, aec_room.EchoScenario(
             echo_cancel=kind, mic_during_playback="stream", barge_in="local", user_wav=USER_WAV,
             min_speech_ms=BARGE_IN_SPEECH_MS))
-        user = np.frombuffer(aec_room.scaled(aec_room.shipped_speech(USER_WAV), dt.scenario.user_gain_db), dtype="<i2")
+        user = np.frombuffer(aec_room.scaled(shipped_speech(USER_WAV), dt.scenario.user_gain_db), dtype="<i2")
         pos = aec_room.locate(dt.sent, user)
         kept = aec_room.vad_frames(dt.sent[pos : pos + user.size]).mean() / max(aec_room.vad_frames(user).mean(), 1e-9)
         talk = aec_room.double_talk(dt.mic, user)

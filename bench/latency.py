@@ -40,12 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.listening import daemon_config, speech
+from bench.listening import daemon_config
 from bench.measure import Figure, median, rounded
-from bench.rig import FMT, BarePlayer, DaemonProc, Probe, Rig, first_loud, steady_tone
+from bench.rig import FMT, BarePlayer, DaemonProc, Probe, Rig, first_loud
 from bench.session_cost import BENCH
 from vatel_edge.audio.vad import VoiceDetector
 from vatel_edge.config import AudioConfig, WakeConfig
+from vatel_edge.devkit.fixtures import shipped_speech, steady_tone
 from vatel_edge.devkit.simulator import SimSession, Simulator, TokenFault
 from vatel_edge.devkit.simulator.script import wait_for_utterance
 
@@ -235,7 +236,7 @@ async def wake_floor(rig: Rig, sim: Simulator, tokens: ColdTokens, fetch: bool) 
 
 async def latency(rig: Rig, warm: int, cold: int) -> tuple[list[Figure], float | None]:
     """Figures 4, 5, 6; and the start-up time of the daemon it started (alone)."""
-    utterance = speech("user_request.wav")
+    utterance = shipped_speech("user_request.wav")
     source = bytes(FMT.nbytes(300)) + utterance + bytes(FMT.nbytes(1200))
     trials = [Trial("warm", 0.0) for _ in range(warm)] + [Trial("cold", 0.0) for _ in range(cold)]
     tokens = ColdTokens()

@@ -16,7 +16,6 @@ import dataclasses
 import subprocess
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,8 @@ from bench.rig import FMT, DaemonProc, Rig, kill, pink_noise, start_arecord
 from vatel_edge.audio.capture import CAPTURE_PERIODS, CaptureFrame
 from vatel_edge.audio.resample import Resampler, to_mono
 from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VoiceDetector
-from vatel_edge.audio.wav import load_wav
 from vatel_edge.config import WakeConfig
+from vatel_edge.devkit.fixtures import deep_merge, lab_config, shipped_speech
 from vatel_edge.devkit.simulator import Simulator
 from vatel_edge.wake import PrerollBuffer
 
@@ -39,30 +38,16 @@ PATH_GOAL_RATIO = 10.0
 VAD_FRAMES = (30, 20, 10)  # 30 is the default (figure 1)
 
 
-def speech(name: str) -> bytes:
-    """A shipped utterance as 24 kHz mono PCM16."""
-    with resources.as_file(resources.files("vatel_edge") / "data" / name) as path:
-        return load_wav(path)
-
-
-def daemon_config(sim: Simulator, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def daemon_config(sim: Simulator, **sections: dict[str, Any]) -> dict[str, Any]:
     """A daemon config on the sandbox devices, talking to `sim`; sections merged over the base."""
-    cfg: dict[str, dict[str, Any]] = {
-        "vatel": {"agent_id": sim.agent_id, "base_url": sim.base_url},
-        "audio": {
-            "capture_device": "demo_mic",
-            "playback_device": "demo_spk",
-            "echo_cancel": "off",
-            "mic_during_playback": "stream",
-        },
-        "wake": {"mode": "vad", "preroll_ms": 500, "cooldown_ms": 200},
-        "session": {"idle_timeout_s": 30.0},
-        "gpio": {"backend": "fake"},
-        "log": {"level": "info"},
-    }
-    for name, table in sections.items():
-        cfg.setdefault(name, {}).update(table)
-    return cfg
+    base = lab_config(
+        sim.agent_id,
+        sim.base_url,
+        wake={"mode": "vad", "preroll_ms": 500, "cooldown_ms": 200},
+        session={"idle_timeout_s": 30.0},
+        log={"level": "info"},
+    )
+    return deep_merge(base, sections)
 
 
 async def listening_cost(rig: Rig, window_s: float) -> tuple[list[Figure], list[float]]:
@@ -145,7 +130,7 @@ def listening_path(seconds: float, repeat: int) -> Figure:
     """Figure 2: per-capture-frame cost of the whole listening path vs webrtcvad alone."""
     frame_ms = 20
     rng_noise = np.frombuffer(pink_noise(seconds, -40.0, seed=3), dtype="<i2").astype(np.int32)
-    talk = np.frombuffer(speech("user_request.wav"), dtype="<i2").astype(np.int32)
+    talk = np.frombuffer(shipped_speech("user_request.wav"), dtype="<i2").astype(np.int32)
     reps = -(-rng_noise.size // talk.size)
     source = np.clip(rng_noise + np.tile(talk, reps)[: rng_noise.size], -32768, 32767).astype("<i2").tobytes()
     period = FMT.nbytes(frame_ms)

@@ -35,6 +35,7 @@ from bench.measure import cpu_seconds, proc_status_kb
 from vatel_edge.audio.alsa import AlsaPcm
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.control import control_request
+from vatel_edge.devkit.fixtures import toml_text
 from vatel_edge.devkit.sandbox import SANDBOX_ASOUNDRC, PulseServer, kill_process
 from vatel_edge.errors import AudioDeviceError, ControlError
 
@@ -64,29 +65,6 @@ def pink_noise(seconds: float, level_dbfs: float, seed: int = 7) -> bytes:
     x = np.fft.irfft(spec / np.sqrt(f), n)
     x *= 32768 * 10 ** (level_dbfs / 20) / math.sqrt(float(np.mean(x * x)))
     return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
-
-
-def steady_tone(ms: float, freq: float = 440.0, level_dbfs: float = -12.0) -> bytes:
-    """A tone without fades (its first and last loud samples mark its start and end exactly)."""
-    n = FMT.samples(ms)
-    amp = 32767 * 10 ** (level_dbfs / 20)
-    return np.rint(amp * np.sin(2 * np.pi * freq * np.arange(n) / FMT.rate)).astype("<i2").tobytes()
-
-
-def toml_text(doc: Mapping[str, Any]) -> str:
-    """A config dict (tables of str/int/float/bool) as TOML."""
-    out: list[str] = []
-    for section, table in doc.items():
-        out.append(f"[{section}]")
-        for key, value in table.items():
-            if isinstance(value, bool):
-                out.append(f"{key} = {'true' if value else 'false'}")
-            elif isinstance(value, (int, float)):
-                out.append(f"{key} = {value!r}")
-            else:
-                out.append(f'{key} = "{value}"')
-        out.append("")
-    return "\n".join(out)
 
 
 class Rig:

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.listening import daemon_config, speech
+from bench.listening import daemon_config
 from bench.measure import Figure, cpu_seconds
 from bench.rig import FMT, REPO, DaemonProc, Rig, kill, pink_noise, until
+from vatel_edge.devkit.fixtures import shipped_speech
 from vatel_edge.devkit.simulator import SimSession, Simulator
 
 BENCH = Path(__file__).resolve().parent
@@ -84,7 +85,7 @@ def aec_engine_cost(frame_ms: int = 20) -> float | None:
 
 def agent_script(chunk_ms: int, turn_s: float) -> Callable[[SimSession], Awaitable[None]]:
     """The simulated agent of a cost session: one long real-time turn while the client streams."""
-    voice = speech("agent_answer.wav")
+    voice = shipped_speech("agent_answer.wav")
     reps = int(FMT.nbytes(turn_s * 1000) // len(voice)) + 1
     pcm = (voice * reps)[: FMT.nbytes(turn_s * 1000)]
 

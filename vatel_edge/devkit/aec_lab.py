@@ -73,6 +73,33 @@ def speech_like(seconds: float, rate: int, *, seed: int = 0, f0: float = 120.0) 
     return result
 
 
+#: What the agent and the user say in the echo labs (tests/aec and bench/aec.py).
+AGENT_TEXT = (
+    "Hello, I am your voice assistant. The weather today is sunny with a light breeze, and the temperature "
+    "will reach twenty two degrees this afternoon. Would you like me to set a reminder for your meeting?"
+)
+USER_TEXT = "Stop, stop. Please turn off the lights in the kitchen."
+
+
+def speech(text: str, rate: int, *, seconds: float, seed: int, voice: str = "en", wpm: int = 160) -> Signal:
+    """`text` by espeak-ng; without espeak-ng or sox a speech-like stand-in of `seconds` (voice `seed`), so
+    that the measurements keep their meaning."""
+    try:
+        return espeak(text, rate, voice=voice, wpm=wpm)
+    except FileNotFoundError:
+        return speech_like(seconds, rate, seed=seed, f0=120.0 + 80.0 * seed)
+
+
+def agent_speech(rate: int) -> Signal:
+    """The agent's answer (AGENT_TEXT, about 12 s)."""
+    return speech(AGENT_TEXT, rate, seconds=12.0, seed=0)
+
+
+def user_speech(rate: int) -> Signal:
+    """The user's barge-in (USER_TEXT, about 3 s, another voice)."""
+    return speech(USER_TEXT, rate, seconds=3.0, seed=1, voice="en-us+f3", wpm=170)
+
+
 @dataclass(frozen=True)
 class Room:
     """A linear echo path: `delay_s` of silence, a direct path of `gain`, reflections decaying over `rt60_s`."""

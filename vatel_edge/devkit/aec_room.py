@@ -18,7 +18,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,9 +28,9 @@ import webrtcvad
 
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.resample import Resampler
-from vatel_edge.audio.wav import load_wav
 from vatel_edge.config import config_from_dict
 from vatel_edge.daemon import Daemon, running
+from vatel_edge.devkit.fixtures import shipped_speech
 from vatel_edge.devkit.sandbox import PulseServer
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.state import State
@@ -40,12 +39,6 @@ log = logging.getLogger(__name__)
 
 FMT = VATEL_FORMAT
 Pcm = npt.NDArray[np.int16]
-
-
-def shipped_speech(name: str) -> bytes:
-    """A shipped espeak-ng utterance (vatel_edge/data) as 24 kHz mono PCM16."""
-    with resources.as_file(resources.files("vatel_edge") / "data" / name) as path:
-        return load_wav(path)
 
 
 def scaled(pcm: bytes, gain_db: float) -> bytes:

@@ -17,14 +17,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
 from vatel_edge.audio.format import VATEL_FORMAT, level_dbfs
-from vatel_edge.audio.wav import load_wav, save_wav
+from vatel_edge.audio.wav import save_wav
 from vatel_edge.config import Config, config_from_dict
 from vatel_edge.daemon import Daemon, running
+from vatel_edge.devkit.fixtures import SANDBOX_DEVICES, lab_config, shipped_speech
 from vatel_edge.devkit.sandbox import PulseServer, install_alsa_config
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import wait_for_utterance
@@ -42,12 +42,6 @@ USER_TEXT = "Hey there, please turn on the kitchen light."
 INTERRUPT_TEXT = "Stop, thanks. That is all."
 #: How long the agent talks before the demo's user interrupts it.
 INTERRUPT_AFTER_S = 1.5
-
-
-def _data(name: str) -> bytes:
-    """A shipped 16 kHz speech WAV, as 24 kHz mono PCM16."""
-    with resources.as_file(resources.files("vatel_edge") / "data" / name) as path:
-        return load_wav(path)
 
 
 @dataclass
@@ -70,22 +64,15 @@ class Timeline:
 
 
 def demo_config(workdir: Path, base_url: str, agent_id: str) -> Config:
-    """The demo's config: test devices, a shell tool that writes a file, a fake-GPIO LED."""
-    raw = {
-        "vatel": {"agent_id": agent_id, "base_url": base_url},
-        "audio": {
-            "capture_device": "demo_mic",
-            "playback_device": "demo_spk",
-            # No acoustic path between the demo's sinks, so no echo: stream the mic during agent
-            # speech so that the (simulated) server hears the user barge in.
-            "mic_during_playback": "stream",
-            "echo_cancel": "off",
-        },
-        "wake": {"mode": "vad", "preroll_ms": 500, "cooldown_ms": 500},
-        "session": {"idle_timeout_s": 8.0},
-        "control": {"socket_path": str(workdir / "control.sock")},
-        "gpio": {"backend": "fake"},
-        "tools": {
+    """The demo's config: the sandbox devices, a shell tool that writes a file, a fake-GPIO LED."""
+    raw = lab_config(
+        agent_id,
+        base_url,
+        devices=SANDBOX_DEVICES,
+        wake={"mode": "vad", "preroll_ms": 500, "cooldown_ms": 500},
+        session={"idle_timeout_s": 8.0},
+        control={"socket_path": str(workdir / "control.sock")},
+        tools={
             "set_light": {
                 "action": "gpio",
                 "chip": "gpiochip0",
@@ -100,7 +87,7 @@ def demo_config(workdir: Path, base_url: str, agent_id: str) -> Config:
                 "args": {"note": {"type": "string"}},
             },
         },
-    }
+    )
     return config_from_dict(raw, path=None)
 
 
@@ -190,8 +177,8 @@ async def run_demo(*, live: bool, agent_id: str | None, out_dir: str | None, out
     print(f"vatel-edge demo: files in {workdir}", file=out)
     if live:
         return await _run_live(workdir, agent_id, out)
-    request, interrupt = _data("user_request.wav"), _data("user_interrupt.wav")
-    answer, goodbye = _data("agent_answer.wav"), _data("agent_goodbye.wav")
+    request, interrupt = shipped_speech("user_request.wav"), shipped_speech("user_interrupt.wav")
+    answer, goodbye = shipped_speech("agent_answer.wav"), shipped_speech("agent_goodbye.wav")
     timeline = Timeline(out=out)
     async with _sandbox(workdir) as pulse, Simulator(script=demo_agent(answer, goodbye)) as sim:  # type: ignore[arg-type]
         cfg = demo_config(workdir, sim.base_url, sim.agent_id)
@@ -293,7 +280,7 @@ async def _run_live(workdir: Path, agent_id: str | None, out: TextIO) -> int:
         try:
             async with asyncio.timeout(60), running(daemon):
                 await daemon.wait_state(State.LISTENING, timeout=15)
-                pulse.feed_mic(_data("user_request.wav"))
+                pulse.feed_mic(shipped_speech("user_request.wav"))
                 await daemon.wait_state(State.ENDING, timeout=50)
         except TimeoutError:
             print("demo --live: the session did not end within 60 s", file=out)
