@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.aec.conftest import FMT, FRAME_MS, RATE, VAD_FRAME_MS, engine_params, vad_flags
+from tests.support.aec import FMT, FRAME_MS, RATE, VAD_FRAME_MS, engine_params, vad_flags
 from vatel_edge.audio.aec import EchoReference, make_echo_canceller
 from vatel_edge.devkit import aec_lab
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.aec.conftest import FMT, FRAME_MS, engine_params
+from tests.support.aec import FMT, FRAME_MS, engine_params
 from vatel_edge.audio import aec, aec_speex
 from vatel_edge.errors import ConfigError
 

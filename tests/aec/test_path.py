@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.aec.conftest import FMT, FRAME_MS
+from tests.support.aec import FMT, FRAME_MS
 from vatel_edge.audio import aec, aec_path
 from vatel_edge.audio.aec import EchoReference
 from vatel_edge.audio.aec_path import EchoPath, check_duplex

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.aec.conftest import FMT, FRAME_MS, RATE
+from tests.support.aec import FMT, FRAME_MS, RATE
 from vatel_edge.audio.aec import EchoReference, estimate_lag
 from vatel_edge.devkit import aec_lab
 

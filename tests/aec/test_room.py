@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.pulse import PulseServer
+from tests.support.pulse import PulseServer
 from vatel_edge.audio.aec import available_engines
 from vatel_edge.devkit import aec_room as room
+from vatel_edge.devkit.fixtures import shipped_speech
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -112,7 +113,7 @@ def test_double_talk_reaches_the_server_and_local_barge_in_stops_playback_within
     session.barge_in = local the speaker stops within 300 ms of the user's onset (measured in the room
     microphone's samples: the echo's end minus the room's delay)."""
     run = runs.double_talk()
-    user = np.frombuffer(room.scaled(room.shipped_speech(USER_WAV), run.scenario.user_gain_db), dtype="<i2")
+    user = np.frombuffer(room.scaled(shipped_speech(USER_WAV), run.scenario.user_gain_db), dtype="<i2")
     pos = room.locate(run.sent, user)
     sent_user = run.sent[pos : pos + user.size]
     assert room.vad_frames(sent_user).mean() >= 0.7 * room.vad_frames(user).mean()

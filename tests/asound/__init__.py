@@ -1,6 +1,6 @@
 """The test suite's ALSA configuration: one asoundrc with every test device, set up once per process.
 
-Call `install_alsa_config()` before the first alsaaudio use (tests/audio/conftest.py does it at import).
+Call `install_alsa_config()` before the first alsaaudio use (tests/conftest.py does it at import).
 It compiles fixed_plugin.c (a null device that only accepts one rate/channel count) into a cache dir,
 renders test.asoundrc with the plugin's path, and sets os.environ["ALSA_CONFIG_PATH"].
 """

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audio.conftest import counting_pcm, tone
-from tests.audio.test_resample import level_db
-from tests.pulse import PulseServer
+from tests.support.audio import counting_pcm, level_db, tone
+from tests.support.pulse import PulseServer
 from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
 from vatel_edge.audio.playback import Player
 from vatel_edge.config import AudioConfig

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.audio.conftest import tone
+from tests.support.audio import level_db, tone
 from vatel_edge.audio.resample import Resampler, to_channels, to_mono
-
-
-def level_db(y: np.ndarray, freq: float, rate: int, ref: float = 16000.0) -> float:
-    """Amplitude of `freq` in y (steady-state part) relative to `ref`, in dB."""
-    y = y[len(y) // 4 :].astype(np.float64)
-    n = np.arange(len(y))
-    amp = np.abs(np.dot(y, np.exp(-2j * np.pi * freq * n / rate))) * 2 / len(y)
-    return float(20 * np.log10(amp / ref + 1e-15))
 
 
 def run_in_frames(r: Resampler, x: np.ndarray, block: int) -> np.ndarray:

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audio.conftest import counting_pcm, tone
-from tests.audio.test_resample import level_db
-from tests.pulse import PulseServer
+from tests.support.audio import counting_pcm, level_db, tone
+from tests.support.pulse import PulseServer
 from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
 from vatel_edge.audio.setup_tools import chime, format_devices, level_dbfs, list_devices, mic_test, speaker_test
 from vatel_edge.audio.wav import load_wav, save_wav

@@ -16,30 +16,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.daemon.helpers import agent_tone, daemon_config, speech, tone_level_db
-from tests.pulse import PulseServer
+from tests.support.audio import tone_level_db
+from tests.support.config import daemon_config
+from tests.support.events import Events
+from tests.support.pulse import PulseServer
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import Config
 from vatel_edge.daemon import Daemon, running
+from vatel_edge.devkit.fixtures import shipped_speech, steady_tone
 from vatel_edge.devkit.simulator import SimSession, Simulator, TokenFault
 from vatel_edge.devkit.simulator.script import wait_for_utterance
 from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(90)
 FMT = VATEL_FORMAT
-
-
-class Events:
-    """The daemon's event stream, for assertions on order."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str]] = []
-
-    def __call__(self, kind: str, text: str) -> None:
-        self.rows.append((kind, text))
-
-    def kinds(self) -> list[str]:
-        return [k for k, _ in self.rows]
 
 
 @asynccontextmanager
@@ -74,7 +64,7 @@ async def test_speech_wakes_and_server_gets_contiguous_audio_from_before_onset(
 ) -> None:
     """The simulator receives the whole utterance, sample-exact and contiguous, starting before its onset;
     with a slow token endpoint (1.5 s) the audio captured while connecting is held and sent, not lost."""
-    utterance = speech("user_request.wav")
+    utterance = shipped_speech("user_request.wav")
     sim = Simulator(script=_listen_then_end)
     if token == "slow":
         sim.faults.token_fault(TokenFault.slow(1.5), TokenFault.slow(1.5))
@@ -109,8 +99,8 @@ async def test_agent_audio_is_heard_and_an_interruption_cuts_it(
     pulse: PulseServer, tmp_path: Path, recorder: Callable[[], bytes]
 ) -> None:
     """A 6 s agent turn is cut by `interruption` after ~1 s; its late chunk (another tone) never plays."""
-    answer = agent_tone(6000, 440.0)
-    late = agent_tone(400, 1250.0)
+    answer = steady_tone(6000, 440.0)
+    late = steady_tone(400, 1250.0)
     interrupted = asyncio.Event()
 
     async def script(s: SimSession) -> None:
@@ -125,7 +115,7 @@ async def test_agent_audio_is_heard_and_an_interruption_cuts_it(
         await s.end_session()
 
     async with Simulator(script=script) as sim, daemon_with(sim, tmp_path) as (daemon, events):
-        pulse.feed_mic(speech("user_request.wav") + bytes(FMT.nbytes(1000)))
+        pulse.feed_mic(shipped_speech("user_request.wav") + bytes(FMT.nbytes(1000)))
         session = await sim.next_session(timeout=20)
         await session.wait_closed(timeout=30)
         await daemon.wait_state(State.LISTENING, timeout=10)
@@ -152,12 +142,12 @@ async def test_tool_call_is_answered_and_session_end_returns_to_listening_then_a
         await s.end_session()
 
     async with Simulator(script=script) as sim, daemon_with(sim, tmp_path) as (daemon, _events):
-        pulse.feed_mic(speech("user_request.wav") + bytes(FMT.nbytes(800)))
+        pulse.feed_mic(shipped_speech("user_request.wav") + bytes(FMT.nbytes(800)))
         first = await sim.next_session(timeout=20)
         await first.wait_closed(timeout=20)
         await daemon.wait_state(State.LISTENING, timeout=5)
         assert daemon.gpio is not None
-        pulse.feed_mic(bytes(FMT.nbytes(1200)) + speech("user_request.wav") + bytes(FMT.nbytes(800)))
+        pulse.feed_mic(bytes(FMT.nbytes(1200)) + shipped_speech("user_request.wav") + bytes(FMT.nbytes(800)))
         second = await sim.next_session(timeout=20)
         await second.wait_closed(timeout=20)
         await daemon.wait_state(State.LISTENING, timeout=5)
@@ -176,7 +166,7 @@ async def test_manual_trigger_and_idle_timeout(pulse: PulseServer, tmp_path: Pat
     async with Simulator(script=script) as sim, daemon_with(
         sim, tmp_path, wake={"mode": "manual"}, session={"idle_timeout_s": 1.0}
     ) as (daemon, events):
-        feeder = pulse.feed_mic(speech("user_request.wav"))
+        feeder = pulse.feed_mic(shipped_speech("user_request.wav"))
         await asyncio.to_thread(feeder.wait, 15)
         assert sim.sessions == []
         assert daemon.trigger("test") is True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pulse import PulseServer
+from tests.support.pulse import PulseServer
 from vatel_edge.config import load_config
 from vatel_edge.daemon import Daemon, running
 from vatel_edge.devkit.simulator import Simulator

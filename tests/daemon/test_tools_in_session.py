@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.helpers import daemon_config
-from tests.pulse import PulseServer
+from tests.support.config import daemon_config
+from tests.support.pulse import PulseServer
 from vatel_edge.daemon import Daemon, running
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.gpio import FakeGpio

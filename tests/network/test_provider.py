@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 from collections.abc import Callable
 
 import pytest
 
+from tests.support.net import free_port
 from vatel_edge.backoff import Backoff, RetryPolicy
 from vatel_edge.config import VatelConfig
 from vatel_edge.devkit.simulator import Simulator, TokenFault
@@ -85,9 +85,7 @@ async def test_short_lived_token_refreshes_at_half_life_not_in_a_loop(sim: Simul
 
 async def test_offline_status_logs_once_and_get_fails_fast(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="vatel_edge.token")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = VatelConfig(agent_id=str(uuid.uuid4()), base_url=f"http://127.0.0.1:{port}")
     async with TokenProvider(cfg, KEY, policy=fixed_policy(0.02)) as provider:
         await until(lambda: provider.failures["transient"] >= 5)

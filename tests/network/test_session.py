@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from typing import Any
 
 import pytest
 
+from tests.support.net import free_port
 from vatel_edge import protocol
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import VatelConfig
@@ -115,9 +115,7 @@ async def test_handshake_that_never_answers_times_out(sim: Simulator) -> None:
 
 
 async def test_connection_refused() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(HandshakeError, match="refused"):
         await VatelSession.connect(f"ws://127.0.0.1:{port}", "tok", open_timeout=2)
 

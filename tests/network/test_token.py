@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 
 import pytest
 
+from tests.support.net import free_port
 from vatel_edge.config import VatelConfig
 from vatel_edge.devkit.simulator import Simulator, TokenFault
 from vatel_edge.devkit.simulator.messages import make_jwt
@@ -117,9 +117,7 @@ async def test_timeout(sim: Simulator) -> None:
 
 
 async def test_connection_refused_on_a_closed_port() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = VatelConfig(agent_id=str(uuid.uuid4()), base_url=f"http://127.0.0.1:{port}")
     exc = await fetch_error(cfg)
     assert exc.retryable and exc.status is None

@@ -16,15 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.pulse import RATE, PulseServer
-from tests.reliability.conftest import (
-    RECOVERY_S,
-    Events,
-    count_mentions,
-    live_daemon,
-    reliability_config,
-    wake_and_wait,
-)
+from tests.support.config import reliability_config
+from tests.support.daemon import RECOVERY_S, live_daemon, wake_and_wait
+from tests.support.events import Events
+from tests.support.logs import count_mentions
+from tests.support.pulse import RATE, PulseServer
 from vatel_edge import daemon as daemon_module
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.devkit.simulator import SimSession, Simulator

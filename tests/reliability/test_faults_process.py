@@ -11,10 +11,8 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,21 +21,15 @@ from typing import IO, Any
 
 import pytest
 
-from tests.pulse import PulseServer
-from tests.reliability.conftest import (
-    assert_no_secrets,
-    config_toml,
-    live_daemon,
-    reliability_config,
-    sim_secrets,
-    wake_and_wait,
-)
+from tests.support.config import config_toml, reliability_config
+from tests.support.daemon import VATEL_EDGE, live_daemon, wake_and_wait
+from tests.support.logs import assert_no_secrets, sim_secrets
+from tests.support.pulse import PulseServer
 from vatel_edge.control import control_request
 from vatel_edge.devkit.simulator import SimSession, SimSessionClosed, Simulator
 from vatel_edge.errors import ControlError
 
 pytestmark = pytest.mark.timeout(120)
-VATEL_EDGE = shutil.which("vatel-edge", path=str(Path(sys.executable).parent)) or "vatel-edge"
 #: The bound of a shutdown (systemd's stop timeout is longer; the unit's TimeoutStopSec is the real limit).
 STOP_BOUND_S = 5.0
 

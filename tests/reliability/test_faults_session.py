@@ -18,19 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.pulse import PulseServer
-from tests.reliability.conftest import (
-    RECOVERY_S,
-    Events,
-    all_log_text,
-    assert_no_secrets,
-    count_mentions,
-    live_daemon,
-    quick_end,
-    reliability_config,
-    sim_secrets,
-    wake_and_wait,
-)
+from tests.support.config import reliability_config
+from tests.support.daemon import RECOVERY_S, live_daemon, quick_end, wake_and_wait
+from tests.support.events import Events
+from tests.support.logs import all_log_text, assert_no_secrets, count_mentions, sim_secrets
+from tests.support.pulse import PulseServer
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.messages import tool_arguments

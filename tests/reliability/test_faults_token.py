@@ -15,22 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.pulse import PulseServer
-from tests.reliability.conftest import (
-    RECOVERY_S,
-    Events,
-    NotifyListener,
-    all_log_text,
-    assert_no_secrets,
-    config_toml,
-    count_mentions,
-    free_port,
-    live_daemon,
-    quick_end,
-    reliability_config,
-    sim_secrets,
-    wake_and_wait,
-)
+from tests.support.config import config_toml, reliability_config
+from tests.support.daemon import RECOVERY_S, live_daemon, quick_end, wake_and_wait
+from tests.support.events import Events
+from tests.support.logs import all_log_text, assert_no_secrets, count_mentions, sim_secrets
+from tests.support.net import free_port
+from tests.support.notify import NotifyListener
+from tests.support.pulse import PulseServer
 from vatel_edge.devkit.simulator import Simulator, TokenFault
 from vatel_edge.state import State
 

@@ -21,17 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.pulse import PulseServer
-from tests.reliability.conftest import (
-    Events,
-    all_log_text,
-    assert_no_secrets,
-    live_daemon,
-    reliability_config,
-    sim_secrets,
-    wake_and_wait,
-)
-from tests.reliability.test_faults_process import VATEL_EDGE
+from tests.support.config import reliability_config
+from tests.support.daemon import VATEL_EDGE, live_daemon, wake_and_wait
+from tests.support.events import Events
+from tests.support.logs import all_log_text, assert_no_secrets, sim_secrets
+from tests.support.pulse import PulseServer
 from vatel_edge import config as config_module
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import SECTIONS, VatelConfig, config_from_dict

@@ -8,68 +8,19 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.asound import install_alsa_config
-from tests.pulse import PulseServer
+from tests.support.notify import NotifyListener
+from tests.support.pulse import PulseServer
 from vatel_edge.devkit.simulator import SimSession, Simulator
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class NotifyListener:
-    """The systemd side of sd_notify: every datagram received, with its arrival time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.messages: list[tuple[float, str]] = []
-
-    def poll(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                return
-            for line in data.decode().splitlines():
-                self.messages.append((time.monotonic(), line))
-
-    async def wait_for(self, line: str, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            self.poll()
-            for t, msg in self.messages[seen:]:
-                if msg == line:
-                    return t
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no {line!r} within {timeout} s; got {[m for _, m in self.messages]}")
-
-    def count(self, line: str, since: float) -> int:
-        self.poll()
-        return sum(1 for t, m in self.messages if m == line and t >= since)
-
-    async def run(self) -> None:
-        """Poll continuously so that each message is timestamped when it arrives."""
-        while True:
-            self.poll()
-            await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifyListener]:
-    listener = NotifyListener(tmp_path / "notify.sock")
-    yield listener
-    listener.sock.close()
 
 
 def _config(tmp_path: Path, sim: Simulator) -> Path:

@@ -1,4 +1,4 @@
-"""The private PulseAudio server of the real-time tests: see vatel_edge/devkit/sandbox.py (shared with demo, bench)."""
+"""The private PulseAudio server of the real-time tests (vatel_edge/devkit/sandbox.py, shared with demo, bench)."""
 
 from vatel_edge.devkit.sandbox import RATE, PulseServer, Recording
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the tool tests: configs from TOML text, a recording ToolContext, scripts, process checks."""
+"""Tool-test helpers: configs from TOML text, a recording ToolContext, scripts, process checks."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from tool_helpers import RecordingContext
+
+from tests.support.tools import RecordingContext
 
 
 @pytest.fixture

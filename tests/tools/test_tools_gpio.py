@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tool_helpers import RecordingContext, make_call, tools_from_toml
 
+from tests.support.tools import RecordingContext, make_call, tools_from_toml
 from vatel_edge.errors import ToolError
 from vatel_edge.gpio import FakeGpio, GpiodBackend
 from vatel_edge.tools.registry import ToolRegistry

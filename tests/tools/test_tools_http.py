@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from tool_helpers import RecordingContext, make_call, tools_from_toml
 
+from tests.support.net import free_port
+from tests.support.tools import RecordingContext, make_call, tools_from_toml
 from vatel_edge.gpio import FakeGpio
 from vatel_edge.tools.registry import ToolRegistry
 
@@ -218,9 +218,7 @@ async def test_slow_server_times_out(server: Server, clean_env: dict[str, str], 
 
 async def test_unreachable_service_answers_an_error(clean_env: dict[str, str], ctx: RecordingContext) -> None:
     """A refused connection is an error output naming the host."""
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port with nothing listening
     toml = f'[tools.t]\naction = "http"\nurl = "http://127.0.0.1:{port}/x"\ntimeout_s = 5\n'
     async with registry_for(toml, clean_env) as reg:
         out = await reg.call(make_call("t"), ctx)

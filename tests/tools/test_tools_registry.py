@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tool_helpers import RecordingContext, make_call, toml_str, tools_from_toml, write_script
 
+from tests.support.tools import RecordingContext, make_call, toml_str, tools_from_toml, write_script
 from vatel_edge.config import loads_config
 from vatel_edge.errors import ToolError
 from vatel_edge.gpio import FakeGpio

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tool_helpers import (
+
+from tests.support.tools import (
     RecordingContext,
     alive,
     make_call,
@@ -19,7 +20,6 @@ from tool_helpers import (
     write_py_script,
     write_script,
 )
-
 from vatel_edge.gpio import FakeGpio
 from vatel_edge.tools.registry import ToolRegistry
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tool_helpers import tools_from_toml
 
+from tests.support.tools import tools_from_toml
 from vatel_edge.config import loads_config
 from vatel_edge.errors import ConfigError
 from vatel_edge.tools.spec import BuiltinSpec, GpioSpec, HttpSpec, Placeholder, ShellSpec, Template
