@@ -13,7 +13,7 @@ import math
 import os
 import re
 import stat
-import sys
+import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -23,11 +23,6 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from vatel_edge.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 if typing.TYPE_CHECKING:
     from vatel_edge.tools.spec import ToolSpec

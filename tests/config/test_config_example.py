@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,6 @@ import pytest
 
 from vatel_edge.config import SECTIONS, check_config_command, load_config, loads_config
 from vatel_edge.devkit.config_doc import config_reference_markdown
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "vatel-edge.toml"
 PLACEHOLDER_AGENT = "3c90c3cc-0d44-4b50-8888-8dd25736052a"

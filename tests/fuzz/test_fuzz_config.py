@@ -7,8 +7,8 @@ import datetime
 import io
 import math
 import os
-import sys
 import tempfile
+import tomllib
 from typing import Any
 
 import pytest
@@ -17,11 +17,6 @@ from hypothesis import strategies as st
 
 from vatel_edge.config import SECTIONS, Config, check_config_command, config_from_dict, loads_config
 from vatel_edge.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

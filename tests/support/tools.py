@@ -6,17 +6,13 @@ import asyncio
 import sys
 import textwrap
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from vatel_edge.protocol import ToolArgument, ToolCall
 from vatel_edge.tools.spec import ToolSpec, parse_tools
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 def tools_from_toml(text: str) -> dict[str, ToolSpec]:

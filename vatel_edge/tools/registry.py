@@ -208,7 +208,7 @@ class ToolRegistry(AsyncClosing):
 
         try:
             return await asyncio.wait_for(limited(), spec.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if phase[0] == "running":
                 log.warning("tool %s (call %s) timed out after %s s", spec.name, call.tool_call_id, spec.timeout_s)
                 return f"error: timed out after {_seconds(spec.timeout_s)} s"
@@ -291,7 +291,7 @@ class ToolRegistry(AsyncClosing):
             log.info("barge-in: cancelled %d tool action(s)", len(cancelled))
         return len(cancelled)
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - a grace period, then cancelling
         """Session end: let running actions finish for up to `timeout` s, then cancel the rest and wait for them."""
         pending = {t for t in self._running if not t.done()}
         if not pending:

@@ -98,13 +98,13 @@ async def _terminate_group(pgid: int, collector: _Collector, grace_s: float) -> 
         if _killpg(pgid, signal.SIGTERM):
             try:
                 await asyncio.wait_for(collector.exited.wait(), grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.info("process group %d ignored SIGTERM for %.1f s; killing it", pgid, grace_s)
     finally:
         _killpg(pgid, signal.SIGKILL)  # also reaches children that outlived the main process
     try:
         await asyncio.wait_for(collector.exited.wait(), REAP_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("process group %d: main process not reaped %.1f s after SIGKILL", pgid, REAP_S)
 
 
@@ -179,7 +179,7 @@ async def run_shell(
             raise
         try:
             await asyncio.wait_for(collector.finished.wait(), PIPE_DRAIN_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.debug("tool %s: output pipes still open after exit (a background process holds them)", tool_name)
         returncode = transport.get_returncode()
     finally:
