@@ -7,11 +7,11 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
 from vatel_edge import __version__
-from vatel_edge.config import DEFAULT_CONFIG_PATH, Config, load_config, read_api_key
+from vatel_edge.config import DEFAULT_CONFIG_PATH, Config, check_config, load_config, read_api_key
 from vatel_edge.errors import ConfigError, ControlError, VatelEdgeError
 
 CONFIG_ENV = "VATEL_EDGE_CONFIG"
@@ -92,6 +92,32 @@ def _socket_path(args: argparse.Namespace) -> str:
     from vatel_edge.config import ControlConfig
 
     return ControlConfig().socket_path
+
+
+def check_config_command(path: str, out: TextIO, err: TextIO, *, environ: Mapping[str, str] | None = None) -> int:
+    """`vatel-edge check-config`: 0 valid (summary on `out`), 2 invalid, 1 file missing or unreadable.
+
+    Problems go to `err`, one per line; an unavailable API key is one of them (the key is never printed).
+    """
+    check = check_config(path, environ=environ)
+    if not check.readable:
+        for problem in check.problems:
+            print(problem, file=err)
+        return 1
+    cfg = check.config
+    if check.problems or cfg is None:
+        n = len(check.problems)
+        for problem in check.problems:
+            print(problem, file=err)
+        print(f"INVALID: {path} ({n} problem{'s' if n != 1 else ''})", file=err)
+        return 2
+    print(f"OK: {path}", file=out)
+    print(f"  agent:    {cfg.vatel.agent_id}", file=out)
+    print(f"  base_url: {cfg.vatel.base_url}", file=out)
+    print(f"  wake:     {cfg.wake.mode}", file=out)
+    print(f"  devices:  capture={cfg.audio.capture_device} playback={cfg.audio.playback_device}", file=out)
+    print(f"  tools:    {len(cfg.tools)}", file=out)
+    return 0
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
@@ -194,8 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vatel-edge` command."""
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
-        from vatel_edge.config import check_config_command
-
         return check_config_command(_config_path(args), sys.stdout, sys.stderr)
     if args.command not in ("run",):
         import logging

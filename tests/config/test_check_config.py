@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from vatel_edge.config import DEFAULT_CONFIG_PATH, check_config_command
+from vatel_edge.cli import check_config_command
+from vatel_edge.config import DEFAULT_CONFIG_PATH
 
 AGENT = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 SECRET = "sk-test-0123456789abcdef"

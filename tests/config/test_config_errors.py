@@ -431,7 +431,7 @@ def test_config_error_message_is_the_problems_one_per_line() -> None:
 
 
 def test_tools_table_is_handed_to_the_tools_parser() -> None:
-    """[tools] problems come from vatel_edge.tools.spec and are reported with the rest."""
+    """[tools] problems come from vatel_edge.config.tools and are reported with the rest."""
     problems = problems_of("[tools]\nx = 1\n")
     assert "vatel.agent_id: required key is missing" in problems
     assert any(p.startswith("tools") for p in problems)

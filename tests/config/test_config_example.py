@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from vatel_edge.config import SECTIONS, check_config_command, load_config, loads_config
+from vatel_edge.cli import check_config_command
+from vatel_edge.config import SECTIONS, load_config, loads_config
 from vatel_edge.devkit.config_doc import config_reference_markdown
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "vatel-edge.toml"

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from vatel_edge.config import SECTIONS, Config, check_config_command, config_from_dict, loads_config
+from vatel_edge.cli import check_config_command
+from vatel_edge.config import SECTIONS, Config, config_from_dict, loads_config
 from vatel_edge.errors import ConfigError
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,10 +10,10 @@ from typing import Any
 import gpiod
 import pytest
 
+from vatel_edge.config.tools import parse_tools
 from vatel_edge.errors import GpioError, ToolError
 from vatel_edge.gpio import WAKE_BUTTON_OWNER, FakeGpio, GpiodBackend, LineClaims
 from vatel_edge.tools.registry import ToolRegistry
-from vatel_edge.tools.spec import parse_tools
 
 pytestmark = pytest.mark.timeout(60)
 

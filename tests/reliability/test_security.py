@@ -29,13 +29,13 @@ from tests.support.pulse import PulseServer
 from vatel_edge import config as config_module
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import SECTIONS, VatelConfig, config_from_dict
+from vatel_edge.config import tools as tool_spec
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import tone
 from vatel_edge.errors import ConfigError, SessionError, TokenError
 from vatel_edge.gpio import FakeGpio
 from vatel_edge.session import VatelSession
 from vatel_edge.token import TokenClient
-from vatel_edge.tools import spec as tool_spec
 
 pytestmark = pytest.mark.timeout(90)
 AGENT = "6f1c1f4e-8a43-4ff0-9d7c-6a0b1b0f7d11"

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vatel_edge.config.tools import ToolSpec, parse_tools
 from vatel_edge.protocol import ToolArgument, ToolCall
-from vatel_edge.tools.spec import ToolSpec, parse_tools
 
 
 def tools_from_toml(text: str) -> dict[str, ToolSpec]:

@@ -1,4 +1,4 @@
-"""The [tools.NAME] config tables (vatel_edge.tools.spec): valid shapes and one line per problem naming the key."""
+"""The [tools.NAME] config tables (vatel_edge.config.tools): valid shapes and one line per problem naming the key."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 from tests.support.tools import tools_from_toml
 from vatel_edge.config import loads_config
+from vatel_edge.config.tools import BuiltinSpec, GpioSpec, HttpSpec, Placeholder, ShellSpec, Template
 from vatel_edge.errors import ConfigError
-from vatel_edge.tools.spec import BuiltinSpec, GpioSpec, HttpSpec, Placeholder, ShellSpec, Template
 
 BRIEF_EXAMPLE = """
 [tools.set_light]
@@ -77,7 +77,7 @@ def test_the_documented_example_parses() -> None:
 
 
 def test_tools_reach_the_whole_config() -> None:
-    """config.py hands [tools] to parse_tools and keeps the result on Config.tools."""
+    """The config loader hands [tools] to parse_tools and keeps the result on Config.tools."""
     cfg = loads_config('[vatel]\nagent_id = "123e4567-e89b-12d3-a456-426614174000"\n' + BRIEF_EXAMPLE)
     assert set(cfg.tools) == {"set_light", "door_state", "play_station", "scene", "volume"}
 

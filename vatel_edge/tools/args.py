@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from vatel_edge.errors import ToolError
-from vatel_edge.protocol import ToolArgument
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +24,18 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 _INTEGER = re.compile(r"[+-]?\d+")
 #: How much of a bad value an error message quotes (the agent reads it; keep it short).
 _SHOWN_CHARS = 40
+
+
+class GivenArgument(Protocol):
+    """One argument as the agent sent it (protocol.ToolArgument); named here so that the config, which
+    declares arguments with ArgSpec, does not depend on the protocol codec."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def data_type(self) -> str | None: ...
 
 
 class ArgumentError(ToolError):
@@ -48,7 +59,7 @@ class ArgSpec:
 
     def __post_init__(self) -> None:
         if self.pattern is not None:
-            re.compile(self.pattern)  # fail early; spec.py reports it as a config error
+            re.compile(self.pattern)  # fail early; config/tools.py reports it as a config error
 
 
 def _show(value: object) -> str:
@@ -169,13 +180,13 @@ def coerce_argument(spec: ArgSpec, value: object) -> Any:
     return result
 
 
-def validate_arguments(declared: Mapping[str, ArgSpec], arguments: tuple[ToolArgument, ...]) -> dict[str, Any]:
+def validate_arguments(declared: Mapping[str, ArgSpec], arguments: Sequence[GivenArgument]) -> dict[str, Any]:
     """The agent's argument list as a validated name -> value map (declared arguments only).
 
     A later duplicate name wins (as in ToolCall.argument_map). Missing optional arguments take their
     default, or are left out when they have none. Undeclared arguments are ignored (logged at debug).
     """
-    given: dict[str, ToolArgument] = {a.name: a for a in arguments}
+    given: dict[str, GivenArgument] = {a.name: a for a in arguments}
     for name in given:
         if name not in declared:
             log.debug("ignoring undeclared argument %r", name)

@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from vatel_edge.config.tools import BuiltinSpec
 from vatel_edge.errors import ToolError
-from vatel_edge.tools.spec import BuiltinSpec
 
 
 class ToolContext(Protocol):

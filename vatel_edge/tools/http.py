@@ -1,6 +1,6 @@
 """HTTP actions: one request per call (Home Assistant, Node-RED, any LAN service) with httpx.
 
-Argument values enter the URL only URL-encoded (quote(safe="")) and only after the host (spec.py checks
+Argument values enter the URL only URL-encoded (quote(safe="")) and only after the host (config/tools.py checks
 that); in the JSON body a placeholder that is the whole string keeps the argument's type. Header values
 come from environment variables named in headers_env and are never logged or echoed. TLS is always
 verified; redirects are not followed (a redirect would carry the headers elsewhere).
@@ -17,8 +17,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from vatel_edge.config.tools import HttpSpec, render_json
 from vatel_edge.tools.args import render_text
-from vatel_edge.tools.spec import HttpSpec, render_json
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from vatel_edge.config.tools import BuiltinSpec, GpioSpec, HttpSpec, Placeholder, ShellSpec, ToolSpec
 from vatel_edge.errors import ToolError
 from vatel_edge.gpio import GpioBackend, InputLine, OutputLine
 from vatel_edge.lifecycle import AsyncClosing
@@ -26,7 +27,6 @@ from vatel_edge.tools.args import ArgumentError, render_text, validate_arguments
 from vatel_edge.tools.builtin import ToolContext, run_builtin
 from vatel_edge.tools.http import make_client, missing_header_env, plain_http_host, run_http
 from vatel_edge.tools.shell import run_shell
-from vatel_edge.tools.spec import BuiltinSpec, GpioSpec, HttpSpec, Placeholder, ShellSpec, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class ToolRegistry(AsyncClosing):
                 continue
             key = params.line_key
             if key in self._outputs or key in self._inputs:
-                continue  # shared with another tool; spec.py checked that the settings agree
+                continue  # shared with another tool; config/tools.py checked that the settings agree
             owner = f"tool {spec.name!r}"  # the first tool on a shared line holds it for all of them
             try:
                 if params.is_output:
@@ -241,7 +241,7 @@ class ToolRegistry(AsyncClosing):
             )
         if isinstance(params, BuiltinSpec):
             return run_builtin(params, values, ctx)
-        raise ToolError(f"unknown action {spec.action}")  # pragma: no cover - spec.py only builds the four
+        raise ToolError(f"unknown action {spec.action}")  # pragma: no cover - config/tools.py only builds the four
 
     async def _gpio_action(self, params: GpioSpec, values: Mapping[str, Any]) -> str:
         try:

@@ -17,8 +17,8 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
+from vatel_edge.config.tools import ShellSpec
 from vatel_edge.tools.args import render_text
-from vatel_edge.tools.spec import ShellSpec
 
 log = logging.getLogger(__name__)
 

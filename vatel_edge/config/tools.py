@@ -1,6 +1,7 @@
 """Tool specifications: the [tools.NAME] tables of the config, validated into frozen dataclasses.
 
-Every problem is one line "tools.NAME.key: what is wrong"; all problems of all tools are collected.
+Every problem is one line "tools.NAME.key: what is wrong"; all problems of all tools are collected
+(the config's one `Problems` collector). Running the tools is vatel_edge.tools; this is only their config.
 Placeholders `{arg}` in argv, value, url and json are parsed here (`Template`) and must name a
 declared argument. No I/O here.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from vatel_edge.config import describe_value, did_you_mean
+from vatel_edge.config.validate import Problems, describe_value, did_you_mean, number_text
 from vatel_edge.errors import ConfigError
 from vatel_edge.tools.args import ARG_TYPES, ArgSpec, ArgumentError, coerce_argument
 
@@ -193,80 +194,23 @@ class ToolSpec:
 # --------------------------------------------------------------------------- parsing helpers
 
 
-class _Problems:
-    """Collects "path: problem" lines; typed getters that record a problem and return None."""
+class _ToolProblems(Problems):
+    """The config's collector, plus the arguments of the current tool that are declared but invalid."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        super().__init__()
         #: Arguments of the current tool that are declared but invalid (already reported).
         self.bad_args: set[str] = set()
 
-    def add(self, path: str, what: str) -> None:
-        # Tool names and keys come from the file: keep one problem on one line whatever they hold.
-        if not path.isprintable():
-            path = path.encode("unicode_escape").decode("ascii")
-        self.lines.append(f"{path}: {what}")
 
-    def number(self, path: str, value: object, lo: float, hi: float, *, integer: bool = False) -> Any:
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if not ok or isinstance(value, bool) or not lo <= value <= hi:  # type: ignore[operator]
-            kind = "an integer" if integer else "a number"
-            self.add(path, f"expected {kind} {_num(lo)}..{_num(hi)}, got {describe_value(value)}")
-            return None
-        return float(value) if not integer else value  # type: ignore[arg-type]
-
-    def boolean(self, path: str, value: object) -> bool | None:
-        if not isinstance(value, bool):
-            self.add(path, f"expected a boolean, got {describe_value(value)}")
-            return None
-        return value
-
-    def string(self, path: str, value: object, *, empty: bool = False) -> str | None:
-        if not isinstance(value, str) or (not empty and not value):
-            self.add(path, f"expected a non-empty string, got {describe_value(value)}")
-            return None
-        return value
-
-    def choice(self, path: str, value: object, choices: tuple[str, ...]) -> str | None:
-        if not isinstance(value, str) or value not in choices:
-            shown = " | ".join(f'"{c}"' for c in choices)
-            hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-            self.add(path, f"expected one of {shown}, got {describe_value(value)}{hint}")
-            return None
-        return value
-
-    def string_list(self, path: str, value: object, *, nonempty: bool = False) -> list[str] | None:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (nonempty and not value):
-            what = "a non-empty array of strings" if nonempty else "an array of strings"
-            self.add(path, f"expected {what}, got {describe_value(value)}")
-            return None
-        return list(value)
-
-    def string_table(self, path: str, value: object) -> dict[str, str] | None:
-        if not isinstance(value, dict):
-            self.add(path, f"expected a table of strings, got {describe_value(value)}")
-            return None
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            if not isinstance(v, str):
-                self.add(f"{path}.{k}", f"expected a string, got {describe_value(v)}")
-            else:
-                out[k] = v
-        return out
-
-
-def _output_cap(p: _Problems, path: str, value: object) -> int | None:
+def _output_cap(p: _ToolProblems, path: str, value: object) -> int | None:
     lo, hi = _OUTPUT_CAP
     result: int | None = p.number(f"{path}.max_output_bytes", value, lo, hi, integer=True)
     return result
 
 
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
 def _check_placeholders(
-    p: _Problems, path: str, template: Template, args: Mapping[str, ArgSpec]
+    p: _ToolProblems, path: str, template: Template, args: Mapping[str, ArgSpec]
 ) -> None:
     for name in template.placeholders:
         spec = args.get(name)
@@ -278,7 +222,7 @@ def _check_placeholders(
             p.add(path, f"placeholder {{{name}}} refers to optional argument {name} without a default; give it one")
 
 
-def _json_template(p: _Problems, path: str, value: Any, args: Mapping[str, ArgSpec]) -> Any:
+def _json_template(p: _ToolProblems, path: str, value: Any, args: Mapping[str, ArgSpec]) -> Any:
     if isinstance(value, str):
         template = Template.parse(value)
         _check_placeholders(p, path, template, args)
@@ -296,7 +240,7 @@ def _json_template(p: _Problems, path: str, value: Any, args: Mapping[str, ArgSp
 # --------------------------------------------------------------------------- args
 
 
-def _parse_arg(p: _Problems, path: str, name: str, raw: object) -> ArgSpec | None:
+def _parse_arg(p: _ToolProblems, path: str, name: str, raw: object) -> ArgSpec | None:
     if not _IDENT.fullmatch(name):
         p.add(path, "argument names must be identifiers (letters, digits, _; not starting with a digit)")
         return None
@@ -329,7 +273,7 @@ def _parse_arg(p: _Problems, path: str, name: str, raw: object) -> ArgSpec | Non
             else:
                 kw[key] = p.number(f"{path}.{key}", raw[key], -1e300, 1e300, integer=atype == "integer")
     if kw.get("min") is not None and kw.get("max") is not None and kw["min"] > kw["max"]:
-        p.add(f"{path}.min", f"{_num(kw['min'])} is greater than max ({_num(kw['max'])})")
+        p.add(f"{path}.min", f"{number_text(kw['min'])} is greater than max ({number_text(kw['max'])})")
     for key in ("pattern", "max_length"):
         if key in raw and atype != "string":
             p.add(f"{path}.{key}", 'only applies to type = "string"')
@@ -376,7 +320,7 @@ def _default_matches(atype: str, value: object) -> bool:
     return isinstance(value, str)
 
 
-def _parse_args(p: _Problems, path: str, raw: object) -> dict[str, ArgSpec]:
+def _parse_args(p: _ToolProblems, path: str, raw: object) -> dict[str, ArgSpec]:
     if not isinstance(raw, dict):
         p.add(path, f"expected a table of argument tables, got {describe_value(raw)}")
         return {}
@@ -391,7 +335,7 @@ def _parse_args(p: _Problems, path: str, raw: object) -> dict[str, ArgSpec]:
 # --------------------------------------------------------------------------- actions
 
 
-def _parse_gpio(p: _Problems, path: str, raw: Mapping[str, Any], args: dict[str, ArgSpec]) -> GpioSpec | None:
+def _parse_gpio(p: _ToolProblems, path: str, raw: Mapping[str, Any], args: dict[str, ArgSpec]) -> GpioSpec | None:
     before = len(p.lines)
     chip = p.string(f"{path}.chip", raw["chip"]) if "chip" in raw else None
     if "chip" not in raw:
@@ -464,7 +408,7 @@ def _parse_gpio(p: _Problems, path: str, raw: Mapping[str, Any], args: dict[str,
     return GpioSpec(chip=chip, line=line, **kw)
 
 
-def _parse_shell(p: _Problems, path: str, raw: Mapping[str, Any], args: Mapping[str, ArgSpec]) -> ShellSpec | None:
+def _parse_shell(p: _ToolProblems, path: str, raw: Mapping[str, Any], args: Mapping[str, ArgSpec]) -> ShellSpec | None:
     before = len(p.lines)
     if "argv" not in raw:
         p.add(f"{path}.argv", "required key is missing")
@@ -495,7 +439,7 @@ def _parse_shell(p: _Problems, path: str, raw: Mapping[str, Any], args: Mapping[
     return ShellSpec(argv=tuple(templates), **kw)
 
 
-def _parse_http(p: _Problems, path: str, raw: Mapping[str, Any], args: Mapping[str, ArgSpec]) -> HttpSpec | None:
+def _parse_http(p: _ToolProblems, path: str, raw: Mapping[str, Any], args: Mapping[str, ArgSpec]) -> HttpSpec | None:
     before = len(p.lines)
     method = p.choice(f"{path}.method", raw.get("method", "GET"), HTTP_METHODS)
     url: Template | None = None
@@ -530,7 +474,7 @@ def _parse_http(p: _Problems, path: str, raw: Mapping[str, Any], args: Mapping[s
     return HttpSpec(method=method, url=url, **kw)
 
 
-def _parse_tool(p: _Problems, name: str, raw: object, path: str) -> ToolSpec | None:
+def _parse_tool(p: _ToolProblems, name: str, raw: object, path: str) -> ToolSpec | None:
     if not isinstance(raw, dict):
         p.add(path, f"expected a table, got {describe_value(raw)}")
         return None
@@ -575,13 +519,13 @@ def _parse_tool(p: _Problems, name: str, raw: object, path: str) -> ToolSpec | N
     if isinstance(params, GpioSpec) and params.pulse_ms is not None:
         timeout_s = kw.get("timeout_s") or DEFAULT_TIMEOUT_S
         if params.pulse_ms / 1000 >= timeout_s:
-            p.add(f"{path}.pulse_ms", f"{params.pulse_ms} ms does not fit in timeout_s ({_num(timeout_s)} s)")
+            p.add(f"{path}.pulse_ms", f"{params.pulse_ms} ms does not fit in timeout_s ({number_text(timeout_s)} s)")
     if len(p.lines) > before or params is None:
         return None
     return ToolSpec(name=name, action=action, params=params, args=MappingProxyType(args), **kw)
 
 
-def _check_shared_lines(p: _Problems, path: str, tools: Mapping[str, ToolSpec]) -> None:
+def _check_shared_lines(p: _ToolProblems, path: str, tools: Mapping[str, ToolSpec]) -> None:
     """Two tools on one line must agree on direction and polarity (they share one line request)."""
     seen: dict[tuple[str, int | str], tuple[str, GpioSpec]] = {}
     for name, tool in tools.items():
@@ -606,7 +550,7 @@ def parse_tools(raw: Mapping[str, Any], path: str = "tools") -> dict[str, ToolSp
     """Validate the [tools] table; ConfigError names each bad key path."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a table, got {describe_value(raw)}")
-    p = _Problems()
+    p = _ToolProblems()
     tools: dict[str, ToolSpec] = {}
     for name, table in raw.items():
         if not name.strip():
@@ -616,6 +560,5 @@ def parse_tools(raw: Mapping[str, Any], path: str = "tools") -> dict[str, ToolSp
         if spec is not None:
             tools[name] = spec
     _check_shared_lines(p, path, tools)
-    if p.lines:
-        raise ConfigError(p.lines)
+    p.raise_if_any()
     return tools

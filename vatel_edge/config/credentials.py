@@ -1,0 +1,91 @@
+"""The organization API key: from the key file, systemd's credential directory, or an environment variable.
+
+A key file accessible by group or others is refused; the key itself never appears in an error.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from vatel_edge.config.schema import VatelConfig
+from vatel_edge.errors import ConfigError
+
+CREDENTIAL_NAME = "org_api_key"
+#: A key file is a line of text; anything bigger is not a key file (and is not read into memory).
+_MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def _read_key_file(label: str, path: Path) -> str:
+    """Read a key file: a regular file, not group/other accessible when `label` is the config key."""
+    try:
+        # O_NONBLOCK: a FIFO planted at the path must not hang start-up (regular files ignore it).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot open {path}: {exc.strerror or exc.__class__.__name__}") from None
+    try:
+        st = os.fstat(fd)  # the file we opened, not whatever the path names a moment later
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{label}: {path} is not a regular file")
+        if label == "vatel.api_key_file" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"vatel.api_key_file: {path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it: chmod 600 it"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= _MAX_KEY_FILE_BYTES:
+            chunk = os.read(fd, _MAX_KEY_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
+    finally:
+        os.close(fd)
+    if size > _MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"{label}: {path} is larger than {_MAX_KEY_FILE_BYTES} bytes; not a key file")
+    try:
+        return b"".join(chunks).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: {path} is not UTF-8 text") from None
+
+
+def _check_key_text(label: str, key: str) -> str:
+    """A key goes into an HTTP header: printable ASCII, no spaces (HTTP libraries echo bad headers)."""
+    if not all("!" <= c <= "~" for c in key):
+        raise ConfigError(f"{label}: the key contains spaces, line breaks or non-ASCII characters (not shown)")
+    return key
+
+
+def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The organization key, from the key file, systemd's credential directory, or the env var (in that order).
+
+    A key file accessible by group or others is refused. The key itself never appears in errors.
+    """
+    env = os.environ if environ is None else environ
+    candidates: list[tuple[str, Path]] = []
+    if vatel.api_key_file:
+        candidates.append(("vatel.api_key_file", Path(vatel.api_key_file)))
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        candidates.append(("$CREDENTIALS_DIRECTORY", Path(cred_dir) / CREDENTIAL_NAME))
+    for label, path in candidates:
+        if not path.exists():
+            if label == "vatel.api_key_file":
+                raise ConfigError(f"vatel.api_key_file: {path} does not exist")
+            continue
+        key = _read_key_file(label, path)
+        if key:
+            return _check_key_text(label, key)
+        raise ConfigError(f"{label}: {path} is empty")
+    key = env.get(vatel.api_key_env, "").strip()
+    if key:
+        return _check_key_text(f"${vatel.api_key_env}", key)
+    raise ConfigError(
+        f"vatel.api_key_env: environment variable {vatel.api_key_env} is not set "
+        "(and no vatel.api_key_file or systemd credential was found)"
+    )

@@ -1,0 +1,192 @@
+"""The configuration's shape: one frozen dataclass per TOML section, and `Config`, the whole of it.
+
+The field metadata (doc, choices, min, max, ...) given through `opt` is both the validation rules
+(validate.py) and the single source of the README's config reference (the devkit's doc generator reads
+it; nothing here imports the generator). No I/O and no validation code here.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+if typing.TYPE_CHECKING:
+    from vatel_edge.config.tools import ToolSpec
+
+
+def opt(default: Any, doc: str, **rules: Any) -> Any:
+    """A config field with its documentation and validation rules.
+
+    Rules: choices, min, max, uuid, required, pattern (a regex the whole string must match) with
+    pattern_doc (what it means, for messages), echo=False (never repeat the value in an error: a key
+    pasted into the wrong field must not end up in a log).
+    """
+    return field(default=default, metadata={"doc": doc, **rules})
+
+
+@dataclass(frozen=True)
+class VatelConfig:
+    """[vatel]: the platform, the agent and the credentials."""
+
+    agent_id: str = opt("", "Agent UUID (required).", uuid=True, required=True)
+    base_url: str = opt(
+        "https://api.vatel.ai", "REST base URL; the WebSocket base is derived (https->wss)."
+    )
+    api_key_env: str = opt(
+        "ORG_API_KEY",
+        "Environment variable holding the organization key.",
+        pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+        pattern_doc="an environment variable name (letters, digits, _)",
+        echo=False,
+    )
+    api_key_file: str | None = opt(
+        None,
+        "File holding the key (mode 0600/0400). $CREDENTIALS_DIRECTORY/org_api_key is also read.",
+        pattern=r"/.*",
+        pattern_doc="an absolute path",
+        echo=False,
+    )
+    version_id: str | None = opt(None, "Agent version UUID for the session token.", uuid=True)
+    first_message: str | None = opt(None, "First message override passed to the session token.")
+    prompt: str | None = opt(None, "Prompt override passed to the session token.")
+    allow_insecure: bool = opt(False, "Allow http:// and ws:// to non-loopback hosts.")
+    token_ttl_s: float = opt(
+        60.0, "Lifetime assumed for a token without a readable JWT exp.", min=5, max=3600
+    )
+    token_refresh_margin_s: float = opt(
+        15.0, "Refresh a prefetched token this long before it expires.", min=1, max=600
+    )
+    http_timeout_s: float = opt(10.0, "Timeout of a session-token request.", min=0.5, max=120)
+    connect_timeout_s: float = opt(10.0, "WebSocket open timeout.", min=0.5, max=120)
+
+    @property
+    def ws_base(self) -> str:
+        """WebSocket base derived from base_url (https->wss, http->ws)."""
+        scheme, sep, rest = self.base_url.rstrip("/").partition("://")
+        if not sep:
+            return self.base_url  # not an http(s) URL: validation refuses it before anyone asks
+        return ("wss://" if scheme.lower() == "https" else "ws://") + rest
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """[audio]: ALSA devices and the audio engine."""
+
+    capture_device: str = opt("default", "ALSA PCM name of the microphone.")
+    playback_device: str = opt("default", "ALSA PCM name of the speaker.")
+    frame_ms: int = opt(20, "Capture frame (and input_audio chunk) length in ms.", choices=(10, 20, 30, 40))
+    capture_channel: int = opt(0, "Channel to use when the microphone only opens multi-channel.", min=0, max=31)
+    capture_buffer_frames: int = opt(
+        100, "Capture frames buffered towards the daemon before the oldest is dropped.", min=4, max=10_000
+    )
+    playback_period_ms: int = opt(20, "ALSA playback period in ms.", min=5, max=200)
+    playback_buffer_ms: int = opt(120, "ALSA playback buffer in ms (latency ceiling).", min=10, max=2000)
+    prebuffer_ms: int = opt(60, "Jitter prebuffer at the start of each agent turn.", min=0, max=1000)
+    volume: float = opt(1.0, "Software gain for agent audio (1.0 = unchanged), clipped.", min=0.0, max=4.0)
+    echo_cancel: str = opt(
+        "auto", "Echo canceller: auto (best installed), webrtc, speex or off.",
+        choices=("auto", "webrtc", "speex", "off"),
+    )
+    mic_during_playback: str = opt(
+        "auto", "While the agent speaks: stream the mic, or mute it (auto: stream with AEC).",
+        choices=("auto", "stream", "mute"),
+    )
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    """[wake]: what opens a session."""
+
+    mode: str = opt("vad", "vad | always | button | manual.", choices=("vad", "always", "button", "manual"))
+    preroll_ms: int = opt(500, "Audio before the trigger point sent at the start of a session.", min=0, max=5000)
+    vad_aggressiveness: int = opt(2, "webrtcvad aggressiveness 0 (lenient) .. 3 (strict).", min=0, max=3)
+    vad_frame_ms: int = opt(30, "webrtcvad frame length.", choices=(10, 20, 30))
+    min_speech_ms: int = opt(240, "Voiced audio needed within window_ms to wake.", min=10, max=5000)
+    window_ms: int = opt(480, "Sliding window for min_speech_ms.", min=10, max=10_000)
+    min_level_dbfs: float = opt(-45.0, "Energy gate: frames quieter than this are never speech.", min=-96, max=0)
+    cooldown_ms: int = opt(1000, "No VAD wake for this long after a session ends.", min=0, max=60_000)
+    button_chip: str = opt("gpiochip0", "[button mode] gpiochip path or name.")
+    button_line: str = opt("", "[button mode] line offset or name.")
+    button_active_low: bool = opt(True, "[button mode] pressed pulls the line low.")
+    debounce_ms: int = opt(50, "[button mode] debounce period.", min=0, max=1000)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """[session]: the life of one voice session."""
+
+    idle_timeout_s: float = opt(
+        20.0, "End a session after this long with neither user speech nor agent audio.", min=1, max=3600
+    )
+    max_duration_s: float = opt(600.0, "Hard limit of one session.", min=5, max=86_400)
+    barge_in: str = opt(
+        "server",
+        "Who cuts agent audio on barge-in: server (its interruption), local (also the local VAD on the "
+        "echo-cancelled mic; needs an echo canceller) or both (same as local).",
+        choices=("server", "local", "both"),
+    )
+    barge_in_min_speech_ms: int = opt(
+        90, "Local barge-in: voiced audio on the echo-cancelled mic that cuts playback.", min=30, max=2000
+    )
+    close_timeout_s: float = opt(2.0, "Time allowed for a polite WebSocket close.", min=0.1, max=30)
+    max_tool_concurrency: int = opt(4, "Tool actions running at once.", min=1, max=64)
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """[feedback]: optional WAV files played through the speaker."""
+
+    wake_sound: str | None = opt(None, "WAV played when a session opens.")
+    end_sound: str | None = opt(None, "WAV played when a session ends.")
+    error_sound: str | None = opt(None, "WAV played when the service is unreachable.")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """[log]: logging."""
+
+    level: str = opt("info", "debug | info | warning | error.", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """[control]: the local control socket (trigger, status)."""
+
+    socket_path: str = opt("/run/vatel-edge/control.sock", "Unix socket of the running daemon.")
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """[gpio]: the GPIO backend used by tools and the button."""
+
+    backend: str = opt("gpiod", "gpiod (real lines) or fake (records, for tests and demos).", choices=("gpiod", "fake"))
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "vatel": VatelConfig,
+    "audio": AudioConfig,
+    "wake": WakeConfig,
+    "session": SessionConfig,
+    "feedback": FeedbackConfig,
+    "log": LogConfig,
+    "control": ControlConfig,
+    "gpio": GpioConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    vatel: VatelConfig
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    wake: WakeConfig = field(default_factory=WakeConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    tools: Mapping[str, ToolSpec] = field(default_factory=dict)
+    path: str | None = None
