@@ -13,7 +13,16 @@ umask 022
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME=vatel-edge
-APT_PACKAGES=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev alsa-utils)
+# Debian packages. Build: what pip needs to build pyalsaaudio and systemd-python. Runtime: what the running
+# product loads outside the venv: alsa-lib (pyalsaaudio), libspeexdsp.so.1 (the speex echo canceller, loaded
+# with ctypes by vatel_edge/audio/aec_speex.py), arecord/aplay to check the sound devices.
+APT_BUILD_PACKAGES=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev)
+APT_RUNTIME_PACKAGES=(libasound2 libspeexdsp1 alsa-utils)
+APT_PACKAGES=("${APT_BUILD_PACKAGES[@]}" "${APT_RUNTIME_PACKAGES[@]}")
+# The user-facing extras of vatel-edge (pyproject.toml [project.optional-dependencies]), all installed: aec is
+# the WebRTC echo canceller, wakeword the on-device wake word. An extra pyproject.toml does not declare (yet)
+# is skipped. Adding an extra to the product is one word here.
+EXTRAS=(aec wakeword)
 
 usage() {
   cat <<'EOF'
@@ -83,7 +92,7 @@ done
 
 if [ -n "$ROOT" ]; then
   mkdir -p "$ROOT"
-  ROOT="$(cd "$ROOT" && pwd)"
+  ROOT="$(cd "$ROOT" && pwd -P)"  # physical: Python and pip write resolved paths
   [ "$ROOT" != "/" ] || ROOT=""
 fi
 ACTIONS_LOG=""
@@ -100,7 +109,9 @@ elif [ "$(id -u)" -ne 0 ]; then
 fi
 
 OPT="$ROOT/opt/$NAME"
-VENV="$OPT/venv"
+# Where the venv runs: its scripts and pyvenv.cfg name this path, also when --root builds it in $ROOT.
+VENV_FINAL="/opt/$NAME/venv"
+VENV="$ROOT$VENV_FINAL"
 ETC="$ROOT/etc/$NAME"
 CONFIG="$ETC/config.toml"
 KEY_PATH="$ETC/org_api_key"
@@ -112,9 +123,13 @@ CLI_LINK="$ROOT/usr/local/bin/$NAME"
 CHANGED=0
 
 # Privileged actions that --root records instead of running (the test tree has no such user, no systemd).
+# They are recorded as they must run once $ROOT is / (paths without the $ROOT prefix), e.g. at first boot.
 record() {
-  local line
-  line="$(printf '%q ' "$@")"
+  local arg line=""
+  for arg in "$@"; do
+    case "$arg" in "$ROOT"/*) arg="${arg#"$ROOT"}" ;; esac
+    line+="$(printf '%q' "$arg") "
+  done
   printf '%s\n' "${line% }" >> "$ACTIONS_LOG"
 }
 run_priv() {
@@ -133,6 +148,18 @@ systemctl_do() {
   fi
 }
 user_exists() { getent passwd "$NAME" >/dev/null 2>&1; }
+# A group of the system being installed: $ROOT/etc/group for an OS tree, else this machine's.
+group_exists() {
+  if [ -n "$ROOT" ] && [ -f "$ROOT/etc/group" ]; then
+    grep -q "^$1:" "$ROOT/etc/group"
+  else
+    getent group "$1" >/dev/null 2>&1
+  fi
+}
+# An OS tree under --root (an image) has a dpkg database; a bare test tree has none.
+root_dpkg() { [ -n "$ROOT" ] && [ -f "$ROOT/var/lib/dpkg/status" ]; }
+# root_dpkg_field FIELD PACKAGE: a field of PACKAGE in that database (nothing, status 1, if absent).
+root_dpkg_field() { dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f="\${$1}\n" "$2" 2>/dev/null; }
 
 # install_file SRC DEST MODE: copy when different; reports what it did.
 install_file() {
@@ -145,6 +172,63 @@ install_file() {
     say "installed: ${dest#"$ROOT"}"
     CHANGED=1
   fi
+}
+
+# declared_extras PYPROJECT: the extras pyproject.toml declares, one a line.
+declared_extras() {
+  awk '/^\[/ { section = ($0 == "[project.optional-dependencies]"); next }
+       section && /^[A-Za-z0-9][A-Za-z0-9._-]*[[:space:]]*=/ { sub(/[[:space:]]*=.*/, ""); print }' "$1"
+}
+
+# The venv of an image build is made at $ROOT/opt/vatel-edge/venv but runs at /opt/vatel-edge/venv once $ROOT
+# is /. venv, ensurepip and pip write the path they ran at into the scripts in bin/ (shebangs, activate's
+# VIRTUAL_ENV), pyvenv.cfg (command =) and every .pyc (co_filename). Text files get the final path, .pyc files
+# naming $ROOT are compiled again as if at the final path, and the venv must then name $ROOT nowhere.
+# RELOCATE_PY runs in the venv's interpreter: `rewrite ROOT VENV` turns every mention of ROOT/ into /,
+# `check ROOT VENV` lists what still names ROOT/ and fails if anything does.
+RELOCATE_PY="$(cat <<'PY'
+import os
+import sys
+
+phase, root, venv = sys.argv[1:4]
+build_path = os.fsencode(root + "/")
+left = []
+for dirpath, dirnames, filenames in os.walk(venv):
+    for name in dirnames + filenames:
+        path = os.path.join(dirpath, name)
+        if os.path.islink(path):
+            target = os.readlink(path)
+            if os.fsencode(target).startswith(build_path):
+                if phase == "check":
+                    left.append(path)
+                else:
+                    os.remove(path)
+                    os.symlink(target[len(root):], path)
+            continue
+        if not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        if build_path not in data:
+            continue
+        if phase == "check":
+            left.append(path)
+        elif name.endswith(".pyc"):
+            os.remove(path)
+        elif b"\0" not in data:  # text: shebangs, activate scripts, pyvenv.cfg
+            with open(path, "r+b") as f:  # in place: keeps the mode
+                f.write(data.replace(build_path, b"/"))
+                f.truncate()
+for path in left:
+    print(f"install: error: {path[len(root):]} names the build path {root}", file=sys.stderr)
+sys.exit(1 if left else 0)
+PY
+)"
+relocate_venv() {
+  "$VENV/bin/python" -c "$RELOCATE_PY" rewrite "$ROOT" "$VENV" || die "could not move the venv to $VENV_FINAL"
+  "$VENV/bin/python" -m compileall -q -j 0 -s "$ROOT" -p / "$VENV/lib" >/dev/null \
+    || say "warning: some modules in the venv did not compile"
+  "$VENV/bin/python" -c "$RELOCATE_PY" check "$ROOT" "$VENV" || die "the venv still names $ROOT (see above)"
 }
 
 # --------------------------------------------------------------------------- uninstall
@@ -207,11 +291,29 @@ if [ "$DO_APT" -eq 1 ]; then
   fi
 fi
 
+# --------------------------------------------------------------------------- an image (--root on an OS tree)
+
+if root_dpkg; then
+  image_arch="$(root_dpkg_field Architecture libc6 | head -n 1 || true)"
+  host_arch="$(dpkg --print-architecture 2>/dev/null || true)"
+  if [ "$DO_VENV" -eq 1 ] && [ -n "$image_arch" ] && [ -n "$host_arch" ] && [ "$image_arch" != "$host_arch" ]; then
+    die "$ROOT is a $image_arch system and this machine is $host_arch: its venv would get $host_arch wheels; run the installer inside it instead (docs/INSTALL.md, \"Building an SD-card image\")"
+  fi
+  missing=()
+  for p in "${APT_RUNTIME_PACKAGES[@]}"; do
+    root_dpkg_field Status "$p" | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "warning: $ROOT lacks the Debian packages ${missing[*]}, which vatel-edge loads at run time;"
+    say "install them in it: chroot $ROOT apt-get install --no-install-recommends ${missing[*]}"
+  fi
+fi
+
 # --------------------------------------------------------------------------- user
 
 SUPP_GROUPS=()
 for g in audio gpio; do
-  if getent group "$g" >/dev/null 2>&1; then SUPP_GROUPS+=("$g"); fi
+  if group_exists "$g"; then SUPP_GROUPS+=("$g"); fi
 done
 if [ -n "$ROOT" ] || ! user_exists; then
   run_priv useradd --system --user-group --no-create-home --home-dir /nonexistent \
@@ -241,14 +343,28 @@ if [ "$DO_VENV" -eq 1 ]; then
     if [ -e "$REPO/$f" ]; then cp "$REPO/$f" "$STAGE/"; fi
   done
   find "$STAGE" -name __pycache__ -type d -prune -exec rm -rf {} +
+  extras=()
+  for extra in "${EXTRAS[@]}"; do
+    if declared_extras "$STAGE/pyproject.toml" | grep -qxF "$extra"; then extras+=("$extra"); fi
+  done
+  spec="$STAGE"
+  if [ "${#extras[@]}" -gt 0 ]; then spec="${STAGE}[$(IFS=,; printf '%s' "${extras[*]}")]"; fi
   pip_args=(install --quiet --upgrade)
   [ "$NO_DEPS" -eq 0 ] || pip_args+=(--no-deps)
-  say "installing vatel-edge into ${VENV#"$ROOT"}"
-  "$VENV/bin/python" -m pip "${pip_args[@]}" "$STAGE"
+  # An image build compiles the .pyc files itself, for the final path (see relocate_venv).
+  [ -z "$ROOT" ] || pip_args+=(--no-compile)
+  say "installing vatel-edge${extras[*]:+ with the extras ${extras[*]}} into ${VENV#"$ROOT"}"
+  "$VENV/bin/python" -m pip "${pip_args[@]}" "$spec"
+  if [ -n "$ROOT" ]; then relocate_venv; fi
+  base_python="$(readlink "$VENV/bin/python3" || true)"
+  if root_dpkg && [ -n "$base_python" ] && [ ! -e "$ROOT$base_python" ]; then
+    say "warning: the venv runs $base_python, which $ROOT does not have: the image needs that interpreter"
+    say "(build with --python /usr/bin/python3 from the same Debian release, or run the installer inside the image)"
+  fi
   if [ -e "$REPO/README.md" ]; then install -m 0644 "$REPO/README.md" "$OPT/README.md"; fi
   # `vatel-edge status` / `vatel-edge trigger` on the PATH (the link target is the installed path).
   mkdir -p "$(dirname "$CLI_LINK")"
-  ln -sfn "/opt/$NAME/venv/bin/$NAME" "$CLI_LINK"
+  ln -sfn "$VENV_FINAL/bin/$NAME" "$CLI_LINK"
   CHANGED=1
 fi
 
@@ -291,7 +407,7 @@ KEY=""
 
 mkdir -p "$UNIT_DIR"
 install_file "$REPO/systemd/$NAME.service" "$UNIT" 0644
-if getent group gpio >/dev/null 2>&1; then
+if group_exists gpio; then
   if [ -e "$GROUPS_DROPIN" ]; then rm -f "$GROUPS_DROPIN"; rmdir "$DROPIN_DIR" 2>/dev/null || true; CHANGED=1; fi
 else
   # No gpio group on this system: SupplementaryGroups=gpio would stop the unit from starting.
