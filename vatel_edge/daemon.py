@@ -4,8 +4,8 @@ The daemon assembles and supervises: `runtime.open_runtime` opens the components
 (mic_path.py) routes every capture frame, a wake starts a session, `live_session.LiveSession` performs
 it, and `conversation.Conversation` decides what its events mean. Every transition goes through the
 state machine (state.py). Errors of the network, the server, tools and devices are contained below it:
-they end a session or get retried, never the daemon. A core task's death (the capture pump) ends `run()`
-with DaemonFailure, so that systemd restarts a daemon that can no longer hear.
+they end a session or get retried, never the daemon. A failure of the microphone path itself (a bug) ends
+`run()` with DaemonFailure, so that systemd restarts a daemon that can no longer hear.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ class Daemon:
     async def run(self) -> None:
         """Run until stop(); a valid SIGHUP reload rebuilds the runtime between sessions.
 
-        Raises DaemonFailure when a core task died (the daemon cannot hear any more)."""
+        Raises DaemonFailure when the microphone path failed (the daemon cannot hear any more)."""
         try:
             while True:
                 await self._run_once()
@@ -224,8 +224,9 @@ class Daemon:
             self.runtime = None
 
     async def _serve(self, rt: Runtime, tasks: TaskSet) -> None:
-        """Start the pump and the wake loops; run one session at a time until stop, reload or a core death."""
-        core = {tasks.spawn(rt.mic.run(self._begin_wake), "capture pump")}
+        """Start listening and the wake loops; run one session at a time until stop, reload or a path failure."""
+        rt.mic.on_wake = self._begin_wake
+        failed: asyncio.Future[Any] = rt.mic.failed
         if not await rt.mic.wait_first_frame(READY_WAIT_S):
             self._set_error("microphone not delivering audio yet")
             log.warning("no capture frames after %.0f s; ready anyway, still retrying the microphone", READY_WAIT_S)
@@ -234,34 +235,33 @@ class Daemon:
             self.notifier.ready()
         else:  # the runtime was rebuilt after a reload
             self.notifier.ready_after_reload()
-            rt.mic.listen_quietly()
+            rt.mic.listen()
         listening = lambda: self.sm.state is State.LISTENING  # noqa: E731
         if self.cfg.wake.mode == "always":
             tasks.spawn(always_on(rt.gate, listening, self._begin_wake), "always-on wake")
         if rt.button is not None:
             tasks.spawn(button_presses(rt.button, listening, self.trigger, self.end_session), "button wake")
-        stop = asyncio.ensure_future(self._stop.wait())
-        restart = asyncio.ensure_future(self._restart.wait())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        restart: asyncio.Future[Any] = asyncio.ensure_future(self._restart.wait())
         try:
             while not self._stop.is_set() and not self._restart.is_set():
-                wake = asyncio.ensure_future(self._wakes.get())
-                await asyncio.wait({wake, stop, restart, *core}, return_when=asyncio.FIRST_COMPLETED)
+                wake: asyncio.Future[Any] = asyncio.ensure_future(self._wakes.get())
+                await asyncio.wait({wake, stop, restart, failed}, return_when=asyncio.FIRST_COMPLETED)
                 if not wake.done():
                     await cancel_and_wait(wake)
                     break
                 wake.result()
                 session = asyncio.ensure_future(self._session(rt))
-                await asyncio.wait({session, *core}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({session, failed}, return_when=asyncio.FIRST_COMPLETED)
                 if not session.done():
-                    self.end_session("the capture pump died")
+                    self.end_session("the microphone path failed")
                     await session
                 session.result()
         finally:
             await cancel_and_wait(stop, restart)
-        for task in core:
-            if task.done():
-                why = "cancelled" if task.cancelled() else str(task.exception() or "returned")
-                raise DaemonFailure(f"{task.get_name()} died ({why}); exiting so that the service restarts")
+        if failed.done():
+            raise DaemonFailure(f"the microphone path failed ({failed.exception()}); exiting so that the service "
+                                "restarts")
 
     # ------------------------------------------------------------------ one session
 
@@ -305,9 +305,9 @@ class Daemon:
         set_daemon_log_context(state=tr.new.value)
         rt = self.runtime
         if rt is not None and tr.new is State.LISTENING:
-            rt.mic.listen_quietly()
-        elif rt is not None and tr.old is State.LISTENING:
-            rt.mic.stop_listening()  # the ring (pre-roll) follows in order, into the session's audio
+            rt.mic.listen()
+        elif rt is not None and tr.old is State.LISTENING and tr.event is not Event.WAKE:
+            rt.mic.stop_listening()
         if tr.new is State.LISTENING:
             offline = rt.tokens.status if rt is not None else "ready"
             self.notifier.status("listening" if offline == "ready" else f"listening; {offline}")

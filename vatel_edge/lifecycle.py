@@ -24,7 +24,7 @@ class AsyncClosing:
         await self.aclose()
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
     """Cancel the owned tasks and wait until every one has ended.
 
     Their outcome is consumed here: a task's own failure is logged by whoever watches it. If the caller is

@@ -1,9 +1,10 @@
 """The daemon's components, assembled once per configuration: `open_runtime(cfg, ...)` yields a `Runtime`.
 
 The components are entered in dependency order on one AsyncExitStack and closed in reverse: GPIO, tools
-(which request their output lines), the token provider, the echo path, the player, the capture, the
-microphone path, the control socket, the wake button, the watchdog. Every field of the frozen `Runtime`
-exists while the block runs; a SIGHUP reload closes the runtime and opens a new one between sessions.
+(which request their output lines), the token provider, the echo path, the player, the microphone path and
+the capture it is the sink of, the control socket, the wake button, the watchdog. Every field of the frozen
+`Runtime` exists while the block runs; a SIGHUP reload closes the runtime and opens a new one between
+sessions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from vatel_edge.audio.aec_path import EchoPath, open_echo_path
 from vatel_edge.audio.capture import Capture
+from vatel_edge.audio.mic import MicPath
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VadParams, VoiceDetector
 from vatel_edge.audio.wav import load_wav
@@ -24,7 +26,6 @@ from vatel_edge.config import Config
 from vatel_edge.control import ControlHandler, ControlServer
 from vatel_edge.errors import VatelEdgeError
 from vatel_edge.gpio import ButtonWatch, GpioBackend, make_gpio_backend
-from vatel_edge.mic_path import MicPath
 from vatel_edge.notify import Notifier, Watchdog
 from vatel_edge.token import TokenProvider
 from vatel_edge.tools.registry import ToolRegistry
@@ -111,7 +112,7 @@ async def open_runtime(
         if echo is not None:
             player.on_written = echo.on_written
             player.on_dropped = echo.on_dropped
-        capture = await stack.enter_async_context(Capture(cfg.audio))
+        capture = Capture(cfg.audio)
         w, s = cfg.wake, cfg.session
         local_barge_in = s.barge_in in ("local", "both") and echo is not None
         mic = MicPath(
@@ -122,6 +123,7 @@ async def open_runtime(
             barge_vad=VoiceDetector(VadParams.for_barge_in(w, s.barge_in_min_speech_ms)) if local_barge_in else None,
             gate=WakeGate(w.cooldown_ms / 1000.0, clock),
         )
+        await stack.enter_async_context(capture)  # the microphone path is its sink from the first frame
         _log_duplex(cfg, echo, local_barge_in)
         sounds = Sounds(cfg, player)
         await stack.enter_async_context(ControlServer(cfg.control.socket_path, control))
@@ -132,7 +134,7 @@ async def open_runtime(
                 gpio.watch_button(w.button_chip, w.button_line, active_low=w.button_active_low,
                                   debounce_ms=w.debounce_ms)
             )
-        # Pings stop when frames stop arriving, and when the capture pump that routes them died.
+        # Pings stop when frames stop arriving, and when the microphone path that routes them failed.
         watchdog = await stack.enter_async_context(
             Watchdog(notifier, mic.last_frame_at, max_frame_age_s=max(2.0, 10 * cfg.audio.frame_ms / 1000.0))
         )

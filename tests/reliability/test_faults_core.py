@@ -1,8 +1,9 @@
-"""Fault matrix, the daemon's own core: a capture pump that dies must not leave a daemon that pretends to hear.
+"""Fault matrix, the daemon's own core: a microphone path that fails must not leave a daemon that pretends
+to hear.
 
-The pump is killed for real (its next `Capture.read()` raises) in a daemon running in-process on the
-real-time test devices with a watchdog: the watchdog stops pinging at once and `run()` ends with
-DaemonFailure (so `vatel-edge run` exits non-zero and systemd restarts the service).
+The path is broken for real (a stage that raises is added to the running path, in the capture thread) in a
+daemon running in-process on the real-time test devices with a watchdog: the watchdog stops pinging at once
+and `run()` ends with DaemonFailure (so `vatel-edge run` exits non-zero and systemd restarts the service).
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ from vatel_edge.state import State
 pytestmark = pytest.mark.timeout(60)
 
 
+class _Broken:
+    """A microphone-path stage that fails (a bug in a stage); records when it first ran."""
+
+    def __init__(self) -> None:
+        self.ran_at: list[float] = []
+
+    def process(self, frame: CaptureFrame) -> CaptureFrame:
+        self.ran_at.append(time.monotonic())
+        raise RuntimeError("simulated stage failure")
+
+
 def _pings(notify: NotifyListener) -> list[float]:
     """Arrival times of the WATCHDOG=1 pings received so far."""
     notify.poll()
@@ -41,7 +53,7 @@ async def _poll_forever(notify: NotifyListener) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_dead_capture_pump_stops_the_watchdog_and_ends_run_with_a_failure(
+async def test_a_failed_microphone_path_stops_the_watchdog_and_ends_run_with_a_failure(
     pulse: PulseServer, tmp_path: Path, notify: NotifyListener
 ) -> None:
     async with Simulator() as sim:
@@ -57,19 +69,11 @@ async def test_a_dead_capture_pump_stops_the_watchdog_and_ends_run_with_a_failur
                 await asyncio.sleep(0.1)
             assert len(_pings(notify)) >= 5, "the healthy daemon did not ping its watchdog"
             await asyncio.sleep(2.5)  # past the watchdog's start-up grace (max frame age 2 s)
-            capture = daemon.capture
-            assert capture is not None
-
-            died_at: list[float] = []
-
-            async def dead_read() -> CaptureFrame:
-                died_at.append(time.monotonic())
-                raise RuntimeError("simulated pump failure")
-
-            capture.read = dead_read  # type: ignore[method-assign]
-            # A wake ends quiet listening: the pump's pending read returns, and its next read is the dead one.
-            assert daemon.trigger("test")
-            with pytest.raises(DaemonFailure, match="capture pump died"):
+            rt = daemon.runtime
+            assert rt is not None
+            broken = _Broken()
+            rt.mic.stages.append(broken)
+            with pytest.raises(DaemonFailure, match="microphone path failed"):
                 await asyncio.wait_for(task, timeout=20)
             await asyncio.sleep(0.5)  # a ping the daemon would still send arrives by now
         finally:
@@ -77,37 +81,36 @@ async def test_a_dead_capture_pump_stops_the_watchdog_and_ends_run_with_a_failur
             if not task.done():
                 daemon.stop()
                 await asyncio.wait({task}, timeout=10)
-    assert died_at, "the pump never read again"
-    late = [t for t in _pings(notify) if t > died_at[0] + 0.05]
-    assert late == [], f"the watchdog kept pinging {len(late)} time(s) after the capture pump died"
+    assert broken.ran_at, "the path never ran the broken stage"
+    late = [t for t in _pings(notify) if t > broken.ran_at[0] + 0.05]
+    assert late == [], f"the watchdog kept pinging {len(late)} time(s) after the microphone path failed"
     assert daemon.state is State.STOPPED
 
 
-async def test_the_watchdog_follows_the_pump_not_only_the_device(
+async def test_the_watchdog_follows_the_path_not_only_the_device(
     pulse: PulseServer, tmp_path: Path, notify: NotifyListener
 ) -> None:
     """The runtime's watchdog reads frame times through the microphone path: while the capture device still
-    delivers frames but the pump that routes them is dead, no ping is sent."""
+    delivers frames but the path that routes them failed, no ping is sent."""
     cfg = reliability_config(tmp_path, "http://127.0.0.1:9", "00000000-0000-4000-8000-000000000000")
     notifier = Notifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})
     loop = asyncio.get_running_loop()
     async with open_runtime(cfg, api_key="k", notifier=notifier, control=_no_control) as rt:
-        pump = loop.create_task(rt.mic.run(lambda reason: None))
         poller = loop.create_task(_poll_forever(notify))
         try:
             await asyncio.sleep(2.5)  # healthy, and past the watchdog's start-up grace (max frame age 2 s)
-            assert len(_pings(notify)) >= 5, "the healthy pump's watchdog did not ping"
-            died_at = time.monotonic()
-            pump.cancel()
-            await asyncio.wait({pump})
+            assert len(_pings(notify)) >= 5, "the healthy path's watchdog did not ping"
+            broken = _Broken()
+            rt.mic.stages.append(broken)
             await asyncio.sleep(1.5)
+            assert broken.ran_at, "the path never ran the broken stage"
+            assert rt.mic.failed.done()
             device_frame_at = rt.capture.last_frame_at
-            assert device_frame_at is not None and device_frame_at > died_at, "the device kept delivering"
+            assert device_frame_at is not None and device_frame_at > broken.ran_at[0] + 1.0, "the device kept going"
         finally:
             poller.cancel()
-            pump.cancel()
-    late = [t for t in _pings(notify) if t > died_at + 0.05]
-    assert late == [], f"the watchdog kept pinging {len(late)} time(s) after the capture pump died"
+    late = [t for t in _pings(notify) if t > broken.ran_at[0] + 0.05]
+    assert late == [], f"the watchdog kept pinging {len(late)} time(s) after the microphone path failed"
 
 
 async def _no_control(request: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from vatel_edge.audio.aec import EchoCanceller, EchoReference, make_echo_canceller, resolve_engine
+from vatel_edge.audio.aec import EchoCanceller, EchoReference, make_echo_canceller, measure_latency, resolve_engine
 from vatel_edge.audio.capture import CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
 from vatel_edge.config import AudioConfig, Config
@@ -69,9 +69,17 @@ def check_duplex(cfg: Config) -> str | None:
 
 
 def open_echo_path(audio: AudioConfig) -> EchoPath | None:
-    """The echo path for ``[audio]``, or None when echo cancellation is off or no engine is installed."""
+    """The echo path for ``[audio]``, or None when echo cancellation is off or no engine is installed.
+
+    The engine's latency is measured first (on the same instance, reset afterwards), so the path delays its
+    bypass by exactly as much and the stream keeps one constant lag."""
     canceller = make_echo_canceller(audio.echo_cancel, audio.frame_ms)
-    return None if canceller is None else EchoPath(canceller, frame_ms=audio.frame_ms)
+    if canceller is None:
+        return None
+    latency = measure_latency(canceller, audio.frame_ms)
+    log.info("echo canceller %s delays the microphone by %d samples (%.1f ms), also while bypassed",
+             canceller.name, latency, 1000.0 * latency / VATEL_FORMAT.rate)
+    return EchoPath(canceller, frame_ms=audio.frame_ms, latency=latency)
 
 
 class EchoPath:
@@ -91,8 +99,13 @@ class EchoPath:
         reference: EchoReference | None = None,
         hold_s: float = HOLD_S,
         converge_s: float = CONVERGE_S,
+        latency: int = 0,
     ) -> None:
+        """`latency`: the samples the engine delays its output by (aec.measure_latency); the bypass matches it."""
         self._engine: EchoCanceller | None = canceller
+        self.latency = latency
+        self._tail = bytes(2 * latency)  # the newest `latency` input samples: what the bypass outputs first
+        self._engine_ran = False  # the previous frame went through the engine (its internal delay line is ours)
         self.name = canceller.name
         self.reference = reference or EchoReference(fmt, self_aligning_s=SELF_ALIGNING_S.get(canceller.name))
         self._nbytes = fmt.nbytes(frame_ms)
@@ -142,22 +155,31 @@ class EchoPath:
         """`frame` with the echo of what the speaker played removed (unchanged while nothing played)."""
         self.stats["frames"] += 1
         engine = self._engine
-        if engine is None or len(frame.pcm) != self._nbytes:
+        if len(frame.pcm) != self._nbytes:
             return frame
+        if engine is None:
+            return self._bypass(frame)
         ref = self.reference.frame_for(frame.t, 0.0, len(frame.pcm), mic=frame.pcm)
         far = ref != self._silence
         if far:
             self._last_far = frame.t
         elif self._last_far is None or frame.t - self._last_far > self._hold_s:
             self.stats["bypassed"] += 1
-            return frame
+            return self._bypass(frame)
         try:
             out = engine.process(frame.pcm, ref)
         except (ValueError, RuntimeError, OSError) as exc:
             self.stats["failures"] += 1
             log.error("echo canceller %s failed (%s); passing the microphone through uncancelled", self.name, exc)
             self.close()
-            return frame
+            return self._bypass(frame)
+        if self.latency:
+            if not self._engine_ran:
+                # The engine's first `latency` output samples are from its last run (or zeros): the stream
+                # continues with the real samples the bypass held instead.
+                out = self._tail + out[len(self._tail) :]
+            self._tail = frame.pcm[len(frame.pcm) - len(self._tail) :]
+        self._engine_ran = True
         self.stats["cancelled"] += 1
         if far:
             self._far_s += self._frame_s
@@ -165,6 +187,15 @@ class EchoPath:
             if float(np.dot(r, r)) / r.size >= _TALKING_POWER:
                 self._track_erle(frame.pcm, out)
         return CaptureFrame(out, frame.t, frame.seq)
+
+    def _bypass(self, frame: CaptureFrame) -> CaptureFrame:
+        """The frame uncancelled, delayed by the engine's latency (so the stream's lag never changes)."""
+        self._engine_ran = False
+        if not self.latency:
+            return frame
+        joined = self._tail + frame.pcm
+        self._tail = joined[len(frame.pcm) :]
+        return CaptureFrame(joined[: len(frame.pcm)], frame.t, frame.seq)
 
     def _track_erle(self, mic: bytes, out: bytes) -> None:
         m = np.frombuffer(mic, dtype="<i2").astype(np.float64)

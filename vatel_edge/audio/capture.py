@@ -1,20 +1,23 @@
-"""Microphone capture: a reader thread -> a bounded buffer -> asyncio.
+"""Microphone capture: a reader thread that owns the ALSA device, then a sink in that thread or asyncio.
 
-The reader thread owns the ALSA device. It converts whatever the device negotiated to 24 kHz mono
-(channel pick + Resampler), cuts `audio.frame_ms` frames and hands each to the event loop with
-`call_soon_threadsafe`. Overflow policy: the buffer holds `audio.capture_buffer_frames` frames; when
-the consumer is slower, the OLDEST frame is dropped (a gap in `seq`), counted in stats["dropped"], and
-logged once per burst. A device that fails to open or vanishes is reopened with backoff; `read()`
-just waits meanwhile (logged once when lost, once when back).
+The reader thread converts whatever the device negotiated to 24 kHz mono (channel pick + Resampler) and
+cuts `audio.frame_ms` frames. With a sink set (`set_sink`: the daemon's microphone path, audio/mic.py) each
+frame goes to the sink in the reader thread, in sequence order, and the event loop is not woken per frame;
+without one, frames are handed to the event loop for `read()`. Overflow policy of `read()`'s buffer: it holds
+`audio.capture_buffer_frames` frames; when the consumer is slower, the OLDEST frame is dropped (a gap in
+`seq`), counted in stats["dropped"], and logged once per burst. A device that fails to open or vanishes is
+reopened with backoff; `read()` just waits meanwhile (logged once when lost, once when back).
+
+Batching (`batch_s`): while the sink says nothing is urgent (listening), the thread drains every period the
+device holds and then sleeps `batch_s`, instead of waking once per period; the device buffer
+(CAPTURE_PERIODS periods) holds more than that, so nothing is lost and the frames stay contiguous.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from vatel_edge.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
 
-CAPTURE_PERIODS = 4
+CAPTURE_PERIODS = 12  # device buffer in periods: room for a batch_s sleep (see the module docstring)
 STALL_S = 2.0  # no audio for this long from an open device: treat it as gone and reopen
 
 
@@ -41,10 +44,9 @@ class CaptureFrame:
     pcm: bytes  # PCM16 LE mono 24 kHz, exactly audio.frame_ms long
     t: float  # time.monotonic() when the frame was complete
     seq: int  # 0, 1, 2, ... (gaps = dropped frames)
-    wake: bool = False  # the frame on which the capture-thread listener fired (see Capture.listen)
 
 
-FrameListener = Callable[[CaptureFrame], bool]
+FrameSink = Callable[[CaptureFrame], None]
 
 
 class Capture(DeviceWorker):
@@ -62,10 +64,9 @@ class Capture(DeviceWorker):
         self._buffer: collections.deque[CaptureFrame] = collections.deque()
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Quiet listening (see listen()): guarded by _mode_lock, shared with the reader thread.
-        self._mode_lock = threading.Lock()
-        self._listener: FrameListener | None = None
-        self._ring: collections.deque[CaptureFrame] = collections.deque()
+        self._sink: FrameSink | None = None  # set before start(); runs in the reader thread
+        #: Seconds the reader thread sleeps between drains while not urgent (0: wake on every period).
+        self.batch_s = 0.0
         self._burst = 0  # frames dropped in the current overflow burst
         self._stats = {"frames": 0, "dropped": 0, "overruns": 0, "reopens": 0}
         self.last_frame_at: float | None = None
@@ -79,34 +80,12 @@ class Capture(DeviceWorker):
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
 
-    @property
-    def listening(self) -> bool:
-        """A quiet-listening listener is set."""
-        return self._listener is not None
+    def set_sink(self, sink: FrameSink | None) -> None:
+        """Hand every frame to `sink` in the reader thread instead of to `read()` (set it before `start()`).
 
-    def listen(self, listener: FrameListener | None, keep_frames: int = 0) -> None:
-        """Quiet listening: run `listener` on each frame in the reader thread, without waking the loop.
-
-        While a listener is set, frames are kept in a ring of the newest `keep_frames` (the pre-roll)
-        instead of being delivered. When the listener returns True, the ring is delivered in order with
-        its last frame marked `wake=True`, and normal delivery resumes. `listen(None)` ends quiet mode
-        and delivers the ring in order behind anything already on its way. The listener runs in the
-        reader thread: it must be cheap and must not touch event-loop state. Listening all day costs
-        one loop wake-up per wake instead of one per frame.
-        """
-        with self._mode_lock:
-            if listener is not None:
-                self._ring = collections.deque(maxlen=max(1, keep_frames))
-                self._listener = listener
-                return
-            if self._listener is None:
-                return
-            self._listener = None
-            frames = list(self._ring)
-            self._ring.clear()
-        if frames and self._loop is not None:
-            # call_soon: FIFO behind frames the thread already handed over with call_soon_threadsafe.
-            self._loop.call_soon(self._deliver_many, frames)
+        The sink must be quick, must not block, and must not touch event-loop state except through
+        `loop.call_soon_threadsafe`."""
+        self._sink = sink
 
     async def read(self) -> CaptureFrame:
         """The oldest buffered frame, waiting for one if needed."""
@@ -124,10 +103,6 @@ class Capture(DeviceWorker):
 
     # ------------------------------------------------------------------ event-loop side
 
-    def _deliver_many(self, frames: list[CaptureFrame]) -> None:
-        for frame in frames:
-            self._deliver(frame)
-
     def _deliver(self, frame: CaptureFrame) -> None:
         if len(self._buffer) >= self._cfg.capture_buffer_frames:
             self._buffer.popleft()  # overflow policy: drop the oldest
@@ -142,27 +117,10 @@ class Capture(DeviceWorker):
             log.warning("capture overflow ended: %d frames dropped", self._burst)
             self._burst = 0
         self._buffer.append(frame)
-        self.last_frame_at = frame.t
         assert self._ready is not None
         self._ready.set()
 
     # ------------------------------------------------------------------ reader thread
-
-    def _quiet(self, frame: CaptureFrame) -> list[CaptureFrame] | None:
-        """Quiet listening in the reader thread: None keeps the frame in the ring; else what to deliver."""
-        with self._mode_lock:
-            listener = self._listener
-            if listener is None:
-                return [frame]
-            self._ring.append(frame)
-            self.last_frame_at = frame.t  # the watchdog's "frames keep arriving", without a delivery
-            if not listener(frame):
-                return None
-            self._listener = None
-            frames = list(self._ring)
-            self._ring.clear()
-        frames[-1] = dataclasses.replace(frames[-1], wake=True)
-        return frames
 
     def _run(self) -> None:
         seq = 0
@@ -196,7 +154,10 @@ class Capture(DeviceWorker):
             if not data:
                 if now - last_data > STALL_S:
                     raise AudioDeviceError(f"no audio from {pcm.negotiated.device!r} for {STALL_S:.0f} s")
-                pcm.wait(2 * period_s, self._wake_r)
+                if self.batch_s > 0:
+                    self._stop.wait(self.batch_s)  # drained: sleep a batch (stop() still ends it at once)
+                else:
+                    pcm.wait(2 * period_s, self._wake_r)
                 continue
             last_data = now
             pending += data
@@ -210,13 +171,14 @@ class Capture(DeviceWorker):
                 out = out[self._frame_samples :]
                 seq += 1
                 self._stats["frames"] += 1
-                batch = self._quiet(frame)
-                if batch is None:
+                self.last_frame_at = frame.t
+                if self._sink is not None:
+                    self._sink(frame)
                     continue
                 loop = self._loop
                 assert loop is not None
                 try:
-                    loop.call_soon_threadsafe(self._deliver_many, batch)
+                    loop.call_soon_threadsafe(self._deliver, frame)
                 except RuntimeError:  # the loop is closed: nobody is listening any more
                     return seq
         return seq

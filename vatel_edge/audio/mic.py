@@ -1,0 +1,282 @@
+"""The one microphone path: stages in order in the capture thread, then the sink the state chooses.
+
+Every capture frame runs, in the capture reader thread and in the same order in every state, through
+`stages` (echo cancellation first; room for noise suppression or gain), then to one route:
+
+* LISTEN (the daemon is LISTENING): the pre-roll ring, and the wake VAD (vad mode) on the processed frame.
+  When the VAD fires (behind the wake gate), the route switches to SESSION in the same locked step and the
+  session's audio starts `preroll_ms` before the ONSET of the voiced stretch that fired, not before the
+  trigger point. The event loop is woken once per wake, never per frame.
+* SESSION (from the wake to the end of the session): each frame to the session's held audio
+  (wake.SessionAudio, drained by the sender into input_audio), and the local barge-in VAD while the agent
+  speaks. A trigger from the loop (manual, button, always-on) takes the ring's last `preroll_ms` under the
+  same lock, so the hand-over is atomic: the ring, then every later frame, in sequence order.
+* HOLD (starting, ending): the ring only.
+
+A stage keeps its latency constant (the echo path delays its bypass by the engine's own latency), so what
+the server receives is the microphone at one constant lag. A failure inside the path is a bug: it is
+logged once, frames stop counting for the watchdog (`last_frame_at` returns None) and `failed` completes,
+which ends the daemon's run (systemd restarts it) instead of leaving a daemon that pretends to hear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from vatel_edge.audio.aec_path import EchoPath
+from vatel_edge.audio.capture import Capture, CaptureFrame
+from vatel_edge.audio.playback import Player
+from vatel_edge.audio.vad import VoiceDetector
+from vatel_edge.wake import SessionAudio, WakeGate
+
+log = logging.getLogger(__name__)
+
+#: Longest audio held for a session that cannot send yet (connect + stalls); beyond it the oldest goes.
+MAX_HELD_AUDIO_S = 30.0
+#: How far back before the trigger the onset of its voiced stretch may lie (the ring holds this + pre-roll).
+ONSET_LOOKBACK_MS = 3000
+#: Unvoiced time that ends a voiced stretch when looking back for its onset.
+ONSET_GAP_MS = 300
+#: While not in a session, the capture thread drains the device and sleeps this long (fewer wake-ups).
+LISTEN_BATCH_S = 0.06
+
+
+class Stage(Protocol):
+    """One step of the microphone path: synchronous, in the capture thread, constant latency."""
+
+    def process(self, frame: CaptureFrame) -> CaptureFrame: ...
+
+
+class BargeInTarget(Protocol):
+    """What the local barge-in VAD reports to (live_session.LiveSession); called on the event loop."""
+
+    def accepts_local_barge_in(self) -> bool: ...
+
+    def local_voice(self, source: str) -> None: ...
+
+
+class Route(enum.Enum):
+    """Where processed frames go."""
+
+    HOLD = "hold"
+    LISTEN = "listen"
+    SESSION = "session"
+
+
+class MicPath:
+    """The capture sink: stages, then the pre-roll and wake, or the session's audio (see the module docstring)."""
+
+    def __init__(
+        self,
+        capture: Capture,
+        player: Player,
+        echo: EchoPath | None,
+        *,
+        frame_ms: int,
+        preroll_ms: int,
+        wake_vad: VoiceDetector | None,
+        barge_vad: VoiceDetector | None,
+        gate: WakeGate,
+        on_wake: Callable[[str], bool] = lambda reason: False,
+    ) -> None:
+        self.capture = capture
+        self._player = player
+        self._echo = echo
+        self.stages: list[Stage] = [echo] if echo is not None else []
+        self._frame_ms = frame_ms
+        self._preroll_frames = -(-preroll_ms // frame_ms) if preroll_ms > 0 else 0
+        self._gap_frames = max(1, ONSET_GAP_MS // frame_ms)
+        self._ring: deque[tuple[CaptureFrame, bool]] = deque(
+            maxlen=self._preroll_frames + -(-ONSET_LOOKBACK_MS // frame_ms) + 1
+        )
+        self._wake_vad = wake_vad
+        self._barge_vad = barge_vad  # session.barge_in local/both with a canceller: the VAD during playback
+        self._barge_armed = False
+        self.gate = gate
+        self.on_wake = on_wake  # loop side: the daemon's wake; False when it refuses
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()  # route, ring, pending head and the wake VAD: thread and loop
+        self._route = Route.HOLD
+        self._pending: list[CaptureFrame] | None = None  # head of a voice wake not yet taken by the loop
+        self.session_audio: SessionAudio | None = None  # loop-owned
+        self.barge_in_target: BargeInTarget | None = None
+        self.first_frame = asyncio.Event()
+        self.failed: asyncio.Future[None] = self._loop.create_future()
+        self._last_at: float | None = None
+        self._dead = False
+        self._seen_first = False
+        self.onset_lead_ms: float | None = None  # the last voice wake: pre-roll before its onset (status, tests)
+        capture.batch_s = LISTEN_BATCH_S
+        capture.set_sink(self._on_frame)
+
+    # ------------------------------------------------------------------ event loop side
+
+    @property
+    def local_barge_in(self) -> bool:
+        """The local VAD may cut the agent (session.barge_in local/both with a canceller)."""
+        return self._barge_vad is not None
+
+    def last_frame_at(self) -> float | None:
+        """The newest frame that went through the whole path; None once the path failed (for the watchdog)."""
+        return None if self._dead else self._last_at
+
+    async def wait_first_frame(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the path's first frame; whether it came."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.first_frame.wait(), timeout)
+        return self.first_frame.is_set()
+
+    def listen(self) -> None:
+        """LISTENING: keep the pre-roll and run the wake VAD (in the capture thread) on fresh audio only."""
+        self.end_session()  # LISTENING means no session: whatever was held for one is over
+        with self._lock:
+            self._route = Route.LISTEN
+            self._ring.clear()  # audio from before (a session's tail) is never pre-roll
+            if self._wake_vad is not None:
+                self._wake_vad.reset()
+
+    def stop_listening(self) -> None:
+        """Leaving LISTENING without a session (shutdown): no wake fires any more."""
+        with self._lock:
+            if self._route is Route.LISTEN:
+                self._route = Route.HOLD
+
+    def begin_session(self) -> SessionAudio:
+        """The trigger point: the session's audio, headed by the pre-roll (idempotent within one wake).
+
+        After a voice wake the head is the one the capture thread cut at the onset; after any other trigger
+        it is the ring's last `preroll_ms`. Either way the switch to SESSION happened under the path's lock,
+        so every later frame follows the head in sequence order."""
+        if self.session_audio is not None:
+            return self.session_audio
+        with self._lock:
+            if self._pending is not None:
+                head, self._pending = self._pending, None
+            else:
+                head = [f for f, _ in list(self._ring)[len(self._ring) - self._preroll_frames :]] \
+                    if self._preroll_frames else []
+                self._route = Route.SESSION
+            self._ring.clear()
+        self.capture.batch_s = 0.0
+        self.session_audio = SessionAudio(head, int(MAX_HELD_AUDIO_S * 1000 / self._frame_ms))
+        return self.session_audio
+
+    def end_session(self) -> None:
+        """The session is over: its held audio is dropped and frames go to the ring again (idempotent)."""
+        with self._lock:
+            if self._route is Route.SESSION:
+                self._route = Route.HOLD
+            self._pending = None
+        if self.session_audio is not None:
+            self.session_audio.close()
+        self.session_audio = None
+        self.barge_in_target = None
+        self.capture.batch_s = LISTEN_BATCH_S
+
+    def _voice_wake(self) -> None:
+        """Loop side of a voice wake (scheduled by the capture thread before any later frame's put)."""
+        if self._pending is None:
+            return  # a trigger took the head first
+        if not self.on_wake("voice"):
+            self.listen()  # refused (a trigger won the race, or shutting down): listen on
+
+    def _put(self, frame: CaptureFrame) -> None:
+        if self.session_audio is not None:
+            self.session_audio.put(frame)
+
+    def _first(self) -> None:
+        self.first_frame.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.failed.done():
+            self.failed.set_exception(exc)
+
+    # ------------------------------------------------------------------ capture thread
+
+    def _on_frame(self, frame: CaptureFrame) -> None:
+        """Capture.set_sink: one frame through the stages and to its route."""
+        if self._dead:
+            return
+        try:
+            for stage in self.stages:
+                frame = stage.process(frame)
+            session = self._route_frame(frame)
+            if session and self._barge_vad is not None:
+                self._local_barge_in(self._barge_vad, frame.pcm)
+        except Exception as exc:  # a bug in the path: say it once and stop pretending to hear
+            self._dead = True
+            log.error("the microphone path failed: %s", exc, exc_info=exc)
+            self._loop.call_soon_threadsafe(self._fail, exc)
+            return
+        self._last_at = frame.t
+        if not self._seen_first:
+            self._seen_first = True
+            self._loop.call_soon_threadsafe(self._first)
+
+    def _route_frame(self, frame: CaptureFrame) -> bool:
+        """Put `frame` where the route says (under the lock); True when it went to a session."""
+        with self._lock:
+            if self._route is Route.SESSION:
+                self._loop.call_soon_threadsafe(self._put, frame)
+                return True
+            voiced = triggered = False
+            if self._route is Route.LISTEN and self._wake_vad is not None:
+                result = self._wake_vad.process(frame.pcm)
+                voiced, triggered = result.voiced, result.triggered
+            self._ring.append((frame, voiced))
+            if triggered and self.gate.open():
+                self._pending = self._onset_head()
+                self._route = Route.SESSION
+                self._ring.clear()
+                self.capture.batch_s = 0.0
+                self._loop.call_soon_threadsafe(self._voice_wake)
+        return False
+
+    def _onset_head(self) -> list[CaptureFrame]:
+        """The ring from `preroll_ms` before the onset of the voiced stretch that ends at the newest frame."""
+        ring = list(self._ring)
+        onset = len(ring) - 1
+        gap = 0
+        for i in range(len(ring) - 1, -1, -1):
+            if ring[i][1]:
+                onset, gap = i, 0
+            else:
+                gap += 1
+                if gap >= self._gap_frames:
+                    break
+        start = max(0, onset - self._preroll_frames)
+        self.onset_lead_ms = float((onset - start) * self._frame_ms)
+        return [f for f, _ in ring[start:]]
+
+    def _local_barge_in(self, vad: VoiceDetector, pcm: bytes) -> None:
+        """session.barge_in local/both: voice on the echo-cancelled mic while the agent plays cuts playback.
+
+        Debounced by session.barge_in_min_speech_ms of voiced audio; armed only once the echo canceller has
+        converged, and counted afresh for every stretch of playback."""
+        target = self.barge_in_target
+        ready = (
+            target is not None
+            and self._player.playing
+            and target.accepts_local_barge_in()  # a cut turn's tail may still sound: not again
+            and self._echo is not None
+            and self._echo.converged
+        )
+        if not ready:
+            if self._barge_armed:
+                vad.reset()
+                self._barge_armed = False
+            return
+        self._barge_armed = True
+        if vad.process(pcm).triggered:
+            vad.reset()
+            self._barge_armed = False
+            assert target is not None
+            self._loop.call_soon_threadsafe(target.local_voice, "local vad")
+
