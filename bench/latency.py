@@ -44,7 +44,7 @@ from bench.listening import daemon_config
 from bench.measure import Figure, median, rounded
 from bench.rig import FMT, BarePlayer, DaemonProc, Probe, Rig, first_loud
 from bench.session_cost import BENCH
-from vatel_edge.audio.vad import VoiceDetector
+from vatel_edge.audio.vad import VadParams, VoiceDetector
 from vatel_edge.config import AudioConfig, WakeConfig
 from vatel_edge.devkit.fixtures import shipped_speech, steady_tone
 from vatel_edge.devkit.simulator import SimSession, Simulator, TokenFault
@@ -97,7 +97,7 @@ class Trial:
 
 def trigger_sample(source: bytes, wake: WakeConfig) -> int | None:
     """Sample index (end) at which the wake rule fires on the source alone, in 1 ms steps."""
-    det = VoiceDetector(wake)
+    det = VoiceDetector(VadParams.from_wake(wake))
     step = FMT.nbytes(1)
     for pos in range(0, len(source) - step + 1, step):
         if det.process(source[pos : pos + step]).triggered:

@@ -25,7 +25,7 @@ from bench.measure import Figure, cpu_seconds
 from bench.rig import FMT, DaemonProc, Rig, kill, pink_noise, start_arecord
 from vatel_edge.audio.capture import CAPTURE_PERIODS, CaptureFrame
 from vatel_edge.audio.resample import Resampler, to_mono
-from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VoiceDetector
+from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VadParams, VoiceDetector
 from vatel_edge.config import WakeConfig
 from vatel_edge.devkit.fixtures import deep_merge, lab_config, shipped_speech
 from vatel_edge.devkit.simulator import Simulator
@@ -142,7 +142,7 @@ def listening_path(seconds: float, repeat: int) -> Figure:
         # Capture._pump's framing (device reads -> mono -> 24 kHz -> frame_ms frames), then the pump's
         # listening branch: pre-roll and VoiceDetector (which decimates to 8 kHz and runs webrtcvad).
         resampler = Resampler(FMT.rate, FMT.rate)
-        vad = VoiceDetector(wake)
+        vad = VoiceDetector(VadParams.from_wake(wake))
         preroll = PrerollBuffer(500, frame_ms)
         frame_samples = FMT.samples(frame_ms)
         pending = b""
@@ -204,7 +204,7 @@ def stage_costs(seconds: float, repeat: int) -> dict[str, float]:
             r.process(a)
 
     def detector() -> None:
-        v = VoiceDetector(dataclasses.replace(WakeConfig(), min_level_dbfs=-96.0))
+        v = VoiceDetector(VadParams(min_level_dbfs=-96.0))
         for f in frames:
             v.process(f)
 

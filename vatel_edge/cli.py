@@ -152,11 +152,11 @@ async def _cmd_mic_test(args: argparse.Namespace) -> int:
     import dataclasses
 
     from vatel_edge.audio.setup_tools import mic_test
-    from vatel_edge.audio.vad import VoiceDetector
+    from vatel_edge.audio.vad import VadParams, VoiceDetector
 
     cfg = _load_or_defaults(args)
     audio = cfg.audio if args.device is None else dataclasses.replace(cfg.audio, capture_device=args.device)
-    await mic_test(audio, args.seconds, sys.stdout, VoiceDetector(cfg.wake))
+    await mic_test(audio, args.seconds, sys.stdout, VoiceDetector(VadParams.from_wake(cfg.wake)))
     return 0
 
 
@@ -183,7 +183,8 @@ async def _cmd_trigger(args: argparse.Namespace) -> int:
 
 
 async def _cmd_status(args: argparse.Namespace) -> int:
-    from vatel_edge.control import control_request, format_status
+    from vatel_edge.control import control_request
+    from vatel_edge.status import format_status
 
     reply = await control_request(_socket_path(args), {"cmd": "status"})
     status: dict[str, Any] = reply.get("status", {})

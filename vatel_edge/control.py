@@ -196,7 +196,7 @@ class ControlServer(AsyncClosing):
             line = exc.partial  # the client closed its side without a newline: take what it sent
         except asyncio.LimitOverrunError:
             return _error(f"request too large (limit {self._max_request_bytes} bytes)")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _error(f"no complete request within {self._read_timeout_s:g} s")
         if len(line) > self._max_request_bytes:
             return _error(f"request too large (limit {self._max_request_bytes} bytes)")
@@ -214,7 +214,7 @@ class ControlServer(AsyncClosing):
     async def _call_handler(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
         try:
             response = await asyncio.wait_for(self._handler(request), self._handler_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("control command %r took longer than %g s", cmd, self._handler_timeout_s)
             return _error(f"{cmd}: no answer within {self._handler_timeout_s:g} s")
         except VatelEdgeError as exc:
@@ -241,7 +241,7 @@ async def control_request(path: str, request: Mapping[str, Any], timeout: float 
     """
     try:
         return await asyncio.wait_for(_exchange(path, request), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ControlError(f"vatel-edge did not answer on {path} within {timeout:g} s") from None
 
 

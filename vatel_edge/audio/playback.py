@@ -106,7 +106,7 @@ class Player(DeviceWorker):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def wait_idle(self, timeout: float) -> bool:  # noqa: ASYNC109 - the timeout answers False, it cancels nothing
+    async def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is queued or audible (True), or the timeout passes (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -116,7 +116,7 @@ def chime(notes: Iterable[float] = (659.25, 880.0), note_ms: float = 180.0, fade
     return np.rint(np.concatenate(parts)).astype("<i2").tobytes()
 
 
-async def speaker_test(cfg: AudioConfig, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 - Player.wait_idle's
+async def speaker_test(cfg: AudioConfig, timeout: float = 10.0) -> bool:
     """Play the chime through the configured speaker; True when it played out within `timeout`."""
     async with Player(cfg) as player:
         player.play_sound(chime())

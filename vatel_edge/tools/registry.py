@@ -291,7 +291,7 @@ class ToolRegistry(AsyncClosing):
             log.info("barge-in: cancelled %d tool action(s)", len(cancelled))
         return len(cancelled)
 
-    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - a grace period, then cancelling
+    async def drain(self, timeout: float) -> None:
         """Session end: let running actions finish for up to `timeout` s, then cancel the rest and wait for them."""
         pending = {t for t in self._running if not t.done()}
         if not pending:
