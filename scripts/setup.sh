@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev
-      alsa-utils pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox shellcheck libspeexdsp1)
+      alsa-utils pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox shellcheck libspeexdsp1
+      pocketsphinx-testdata)  # recorded human speech for the tests (vatel_edge/devkit/speech.py)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
