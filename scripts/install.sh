@@ -297,7 +297,7 @@ if root_dpkg; then
   image_arch="$(root_dpkg_field Architecture libc6 | head -n 1 || true)"
   host_arch="$(dpkg --print-architecture 2>/dev/null || true)"
   if [ "$DO_VENV" -eq 1 ] && [ -n "$image_arch" ] && [ -n "$host_arch" ] && [ "$image_arch" != "$host_arch" ]; then
-    die "$ROOT is a $image_arch system and this machine is $host_arch: its venv would get $host_arch wheels; run the installer inside it instead (docs/INSTALL.md, \"Building an SD-card image\")"
+    die "$ROOT is built for $image_arch and this machine is $host_arch: its venv would get $host_arch wheels; run the installer inside it instead (docs/INSTALL.md, \"Building an SD-card image\")"
   fi
   missing=()
   for p in "${APT_RUNTIME_PACKAGES[@]}"; do

@@ -349,6 +349,6 @@ def test_a_tree_of_another_architecture_is_refused(tmp_path: Path) -> None:
     dpkg_tree(root, other, ["libasound2", "libspeexdsp1", "alsa-utils"])
     result = run_install(root, "--no-start", "--python", sys.executable)
     assert result.returncode == 2
-    assert f"is a {other} system and this machine is {host_arch()}" in result.stderr
+    assert f"is built for {other} and this machine is {host_arch()}" in result.stderr
     assert "run the installer inside it" in result.stderr
     assert not (root / "opt").exists()
