@@ -152,18 +152,21 @@ class Player(DeviceWorker):
         self._gain = float(gain)
 
     def interrupt(self) -> InterruptReport:
-        """Barge-in: stop the current agent turn now and ignore the rest of it. Returns at once."""
+        """Barge-in: stop the agent now: the turn playing and every agent turn queued behind it, and ignore the
+        rest of them (the user interrupted the agent, not one chunk of it). Returns at once."""
         with self._lock:
             turn = self._turn if self._turn != SOUND_TURN else None
             if turn is None:
                 turn = next((c.turn_id for c in self._queue if c.turn_id != SOUND_TURN), None)
             if turn is None:
                 return InterruptReport(None, 0, 0, 0)
-            self._interrupted[turn] = None
+            cut = {turn} | {c.turn_id for c in self._queue if c.turn_id != SOUND_TURN}
+            for t in cut:
+                self._interrupted[t] = None
             while len(self._interrupted) > INTERRUPTED_IDS_KEPT:
                 self._interrupted.popitem(last=False)
-            discarded = sum(len(c.pcm) for c in self._queue if c.turn_id == turn) // VATEL_FORMAT.bytes_per_frame
-            self._queue = collections.deque(c for c in self._queue if c.turn_id != turn)
+            discarded = sum(len(c.pcm) for c in self._queue if c.turn_id in cut) // VATEL_FORMAT.bytes_per_frame
+            self._queue = collections.deque(c for c in self._queue if c.turn_id not in cut)
             self._queued = sum(len(c.pcm) for c in self._queue) // VATEL_FORMAT.bytes_per_frame
             in_device = 0
             heard = 0
