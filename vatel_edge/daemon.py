@@ -227,13 +227,14 @@ class Daemon:
         """Start listening and the wake loops; run one session at a time until stop, reload or a path failure."""
         rt.mic.on_wake = self._begin_wake
         failed: asyncio.Future[Any] = rt.mic.failed
-        if not await rt.mic.wait_first_frame(READY_WAIT_S):
-            self._set_error("microphone not delivering audio yet")
-            log.warning("no capture frames after %.0f s; ready anyway, still retrying the microphone", READY_WAIT_S)
         if self.sm.state is State.STARTING:
+            if not await rt.mic.wait_first_frame(READY_WAIT_S):
+                self._set_error("microphone not delivering audio yet")
+                log.warning("no capture frames after %.0f s; ready anyway, still retrying the microphone",
+                            READY_WAIT_S)
             self.sm.fire(Event.STARTED)
             self.notifier.ready()
-        else:  # the runtime was rebuilt after a reload
+        else:  # the runtime was rebuilt after a reload: the microphone was heard before
             self.notifier.ready_after_reload()
             rt.mic.listen()
         listening = lambda: self.sm.state is State.LISTENING  # noqa: E731
@@ -319,8 +320,7 @@ class Daemon:
         self._emit("state", f"{tr.old.value} -> {tr.new.value} ({tr.event.value})")
 
     def _set_error(self, text: str) -> None:
-        self.last_error = text
-        self._last_error_at = time.time()
+        self.last_error, self._last_error_at = text, time.time()
 
     def _emit(self, kind: str, text: str) -> None:
         if self._on_event is not None:
