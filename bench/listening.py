@@ -23,13 +23,15 @@ import webrtcvad
 
 from bench.measure import Figure, cpu_seconds
 from bench.rig import FMT, DaemonProc, Rig, kill, pink_noise, start_arecord
-from vatel_edge.audio.capture import CAPTURE_PERIODS, CaptureFrame
+from vatel_edge.audio.capture import CAPTURE_PERIODS, Capture, CaptureFrame
+from vatel_edge.audio.mic import MicPath
+from vatel_edge.audio.playback import Player
 from vatel_edge.audio.resample import Resampler, to_mono
 from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VadParams, VoiceDetector
-from vatel_edge.config import WakeConfig
+from vatel_edge.config import AudioConfig, WakeConfig
 from vatel_edge.devkit.fixtures import deep_merge, lab_config, shipped_speech
 from vatel_edge.devkit.simulator import Simulator
-from vatel_edge.wake import PrerollBuffer
+from vatel_edge.wake import WakeGate
 
 NOISE_DBFS = -50.0
 GOAL_RATIO = 2.0
@@ -138,12 +140,16 @@ def listening_path(seconds: float, repeat: int) -> Figure:
     frames_n = len(reads)
     wake = dataclasses.replace(WakeConfig(), min_level_dbfs=-96.0)  # webrtcvad on every frame, as the floor
 
+    audio = AudioConfig(frame_ms=frame_ms)
+    # Never started (called from the bench's event loop): frames are pushed into its capture sink.
+    mic = MicPath(Capture(audio), Player(audio), None, frame_ms=frame_ms, preroll_ms=500,
+                  wake_vad=VoiceDetector(VadParams.from_wake(wake)), barge_vad=None, gate=WakeGate(1e9))
+    mic.listen()
+
     def path() -> None:
-        # Capture._pump's framing (device reads -> mono -> 24 kHz -> frame_ms frames), then the pump's
-        # listening branch: pre-roll and VoiceDetector (which decimates to 8 kHz and runs webrtcvad).
+        # The capture thread's framing (device reads -> mono -> 24 kHz -> frame_ms frames), then the
+        # microphone path's listening route: the pre-roll ring and VoiceDetector (24 -> 8 kHz, webrtcvad).
         resampler = Resampler(FMT.rate, FMT.rate)
-        vad = VoiceDetector(VadParams.from_wake(wake))
-        preroll = PrerollBuffer(500, frame_ms)
         frame_samples = FMT.samples(frame_ms)
         pending = b""
         out = np.zeros(0, dtype=np.int16)
@@ -155,11 +161,9 @@ def listening_path(seconds: float, repeat: int) -> Figure:
             pending = pending[usable:]
             out = np.concatenate([out, resampler.process(to_mono(raw, 1, 0))])
             while len(out) >= frame_samples:
-                frame = CaptureFrame(out[:frame_samples].astype("<i2").tobytes(), time.monotonic(), seq)
+                mic.push(CaptureFrame(out[:frame_samples].astype("<i2").tobytes(), time.monotonic(), seq))
                 out = out[frame_samples:]
                 seq += 1
-                preroll.append(frame)
-                vad.process(frame.pcm)
 
     down = Resampler(FMT.rate, VAD_RATE).process(np.frombuffer(source, dtype="<i2"))
     n = VAD_FORMAT.samples(wake.vad_frame_ms)

@@ -1,9 +1,9 @@
-"""Wake plumbing: the rolling pre-roll, the audio held for a session, the wake gate and the trigger loops.
+"""Wake plumbing: the audio held for a session, the wake gate and the trigger loops.
 
-No speech is lost: while listening, every capture frame goes into the pre-roll; at the wake the
-pre-roll becomes the head of the session's audio and every later frame is appended behind it, so
-the server receives one contiguous stream starting `wake.preroll_ms` before the trigger point,
-with no gap, no duplicate and no reordering (frames carry their capture sequence number).
+No speech is lost: the microphone path (audio/mic.py) keeps the pre-roll; at the wake it becomes the head
+of the session's `SessionAudio` and every later frame is appended behind it, so the server receives one
+contiguous stream starting `wake.preroll_ms` before the speech onset (vad) or the trigger point, with no
+gap, no duplicate and no reordering (frames carry their capture sequence number).
 """
 
 from __future__ import annotations
@@ -17,28 +17,6 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from vatel_edge.audio.capture import CaptureFrame
 
 log = logging.getLogger(__name__)
-
-
-class PrerollBuffer:
-    """The newest `preroll_ms` of capture frames."""
-
-    def __init__(self, preroll_ms: int, frame_ms: int) -> None:
-        self._frames: deque[CaptureFrame] = deque(maxlen=max(0, -(-preroll_ms // frame_ms)) or None)
-        self._enabled = preroll_ms > 0
-
-    def append(self, frame: CaptureFrame) -> None:
-        """Keep `frame`, forgetting the oldest beyond the pre-roll length."""
-        if self._enabled:
-            self._frames.append(frame)
-
-    def take(self) -> list[CaptureFrame]:
-        """Hand over the buffered frames (oldest first) and start empty."""
-        frames = list(self._frames)
-        self._frames.clear()
-        return frames
-
-    def __len__(self) -> int:
-        return len(self._frames)
 
 
 class SessionAudio:

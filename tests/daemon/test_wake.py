@@ -1,33 +1,15 @@
-"""Pre-roll, held session audio and the wake gate: contiguity, bounds and cooldown."""
+"""Held session audio and the wake gate: contiguity, bounds and cooldown (pre-roll: tests/audio/test_mic_path.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from vatel_edge.audio.capture import CaptureFrame
-from vatel_edge.wake import PrerollBuffer, SessionAudio, WakeGate
+from vatel_edge.wake import SessionAudio, WakeGate
 
 
 def _frame(seq: int) -> CaptureFrame:
     return CaptureFrame(pcm=seq.to_bytes(2, "little") * 4, t=float(seq), seq=seq)
-
-
-def test_preroll_keeps_the_newest_frames_covering_preroll_ms() -> None:
-    pre = PrerollBuffer(preroll_ms=100, frame_ms=20)
-    for i in range(12):
-        pre.append(_frame(i))
-    assert [f.seq for f in pre.take()] == [7, 8, 9, 10, 11]
-    assert len(pre) == 0
-
-
-def test_preroll_rounds_up_to_whole_frames_and_zero_disables_it() -> None:
-    pre = PrerollBuffer(preroll_ms=50, frame_ms=20)
-    for i in range(5):
-        pre.append(_frame(i))
-    assert [f.seq for f in pre.take()] == [2, 3, 4]
-    off = PrerollBuffer(preroll_ms=0, frame_ms=20)
-    off.append(_frame(1))
-    assert off.take() == []
 
 
 async def test_session_audio_yields_preroll_then_live_frames_in_order() -> None:

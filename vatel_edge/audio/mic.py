@@ -114,7 +114,7 @@ class MicPath:
         self._seen_first = False
         self.onset_lead_ms: float | None = None  # the last voice wake: pre-roll before its onset (status, tests)
         capture.batch_s = LISTEN_BATCH_S
-        capture.set_sink(self._on_frame)
+        capture.set_sink(self.push)
 
     # ------------------------------------------------------------------ event loop side
 
@@ -200,8 +200,8 @@ class MicPath:
 
     # ------------------------------------------------------------------ capture thread
 
-    def _on_frame(self, frame: CaptureFrame) -> None:
-        """Capture.set_sink: one frame through the stages and to its route."""
+    def push(self, frame: CaptureFrame) -> None:
+        """The capture sink (capture thread): one frame through the stages and to its route."""
         if self._dead:
             return
         try:
