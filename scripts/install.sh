@@ -121,6 +121,7 @@ DROPIN_DIR="$UNIT_DIR/$NAME.service.d"
 GROUPS_DROPIN="$DROPIN_DIR/10-groups.conf"
 CLI_LINK="$ROOT/usr/local/bin/$NAME"
 CHANGED=0
+ENABLED_OFFLINE=0
 
 # Privileged actions that --root records instead of running (the test tree has no such user, no systemd).
 # They are recorded as they must run once $ROOT is / (paths without the $ROOT prefix), e.g. at first boot.
@@ -145,6 +146,9 @@ systemctl_do() {
     record systemctl "$@"
   elif systemd_running; then
     systemctl "$@"
+  elif [ "$1" = enable ] && command -v systemctl >/dev/null; then
+    # No systemd running (a chroot preparing an image): enabling is links, done offline; it starts at boot.
+    systemctl enable "${*: -1}" && ENABLED_OFFLINE=1
   fi
 }
 user_exists() { getent passwd "$NAME" >/dev/null 2>&1; }
@@ -433,6 +437,10 @@ else
   if [ "$CHANGED" -eq 1 ]; then systemctl_do try-restart "$NAME.service"; fi
 fi
 if [ -z "$ROOT" ] && ! systemd_running; then
-  say "systemd is not running here: enable the service yourself once it is"
+  if [ "$ENABLED_OFFLINE" -eq 1 ]; then
+    say "systemd is not running here: the service is enabled and starts when the system boots"
+  else
+    say "systemd is not running here: enable the service yourself once it is"
+  fi
 fi
 say "done. Logs: journalctl -u $NAME -f    Status: $NAME status"
