@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from vatel_edge import protocol
 from vatel_edge.errors import ProtocolError
@@ -97,10 +98,12 @@ class EndSession:
 
 @dataclass(frozen=True)
 class Note:
-    """A timeline note: `kind` (the event type, "barge_in", "tool_call_output", ...) and a one-line text."""
+    """A timeline note: `kind` (the event type, "tool_call_output", ...), a one-line text (may quote a
+    transcript or a tool's output) and structured `fields` (never transcripts, arguments or outputs)."""
 
     kind: str
     text: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 Command = Play | Cut | CancelTools | RunTool | Fire | Identified | EndSession | Note
@@ -187,7 +190,7 @@ class Conversation:
         except ProtocolError as exc:
             self.counters.bad_frames += 1
             log.debug("skipping malformed server frame: %s", exc)
-            return [Note("bad_frame", str(exc))]
+            return [Note("bad_frame", str(exc), {"error": "malformed server frame"})]
         return self.receive_event(event)
 
     def receive_event(self, event: protocol.ServerEvent) -> list[Command]:
@@ -195,7 +198,7 @@ class Conversation:
         now = self._clock()
         if isinstance(event, protocol.ResponseAudio):
             return self._response_audio(event, now)
-        out: list[Command] = [Note(event.type, protocol.describe(event))]
+        out: list[Command] = [Note(event.type, protocol.describe(event), _fields(event))]
         if isinstance(event, protocol.SessionStarted):
             self.session_id = event.session_id
             out.append(Identified(event.session_id))
@@ -239,8 +242,10 @@ class Conversation:
 
     def tool_answered(self, call: protocol.ToolCall, output: str) -> list[Command]:
         """A RunTool finished with `output` (already sent or failed to send)."""
-        self.counters.count_tool_call("error" if output.startswith("error:") else "ok")
-        return [Note("tool_call_output", f"{call.tool_name} id={call.tool_call_id} -> {output}")]
+        outcome = "error" if output.startswith("error:") else "ok"
+        self.counters.count_tool_call(outcome)
+        return [Note("tool_call_output", f"{call.tool_name} id={call.tool_call_id} -> {output}",
+                     {"name": call.tool_name, "id": call.tool_call_id, "outcome": outcome})]
 
     def end(self, reason: str) -> list[Command]:
         """End the session (server, button, tool, idle, shutdown); the first reason wins."""
@@ -283,3 +288,14 @@ class Conversation:
             return []
         self._answered.append(call.tool_call_id)
         return [RunTool(call)]
+
+
+def _fields(event: protocol.ServerEvent) -> dict[str, Any]:
+    """The structured, transcript-free part of a server event's timeline note."""
+    if isinstance(event, protocol.SessionStarted):
+        return {"session_id": event.session_id}
+    if isinstance(event, protocol.ToolCall):
+        return {"name": event.tool_name, "id": event.tool_call_id}
+    if isinstance(event, protocol.UnknownEvent):
+        return {"event_type": event.event_type}
+    return {}

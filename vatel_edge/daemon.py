@@ -11,12 +11,11 @@ they end a session or get retried, never the daemon. A failure of the microphone
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from vatel_edge.audio.aec_path import EchoPath, check_duplex
@@ -25,9 +24,10 @@ from vatel_edge.audio.playback import Player
 from vatel_edge.config import Config, load_config, read_api_key
 from vatel_edge.conversation import Conversation, Limits
 from vatel_edge.errors import ConfigError, DaemonFailure
+from vatel_edge.events import EventHub
 from vatel_edge.gpio import GpioBackend
 from vatel_edge.journal import register_secret, set_daemon_log_context
-from vatel_edge.lifecycle import TaskSet, cancel_and_wait
+from vatel_edge.lifecycle import TaskSet, cancel_and_wait, running, wait_for_state
 from vatel_edge.live_session import Connector, DaemonToolContext, EventSink, LiveSession, SessionParts
 from vatel_edge.notify import Notifier
 from vatel_edge.runtime import Runtime, RuntimePart, open_runtime
@@ -38,6 +38,7 @@ from vatel_edge.tools.registry import ToolRegistry
 from vatel_edge.wake import always_on, button_presses
 
 log = logging.getLogger(__name__)
+__all__ = ["Daemon", "running"]
 
 #: Wait this long for the first capture frame before declaring READY anyway (and saying why).
 READY_WAIT_S = 10.0
@@ -64,6 +65,7 @@ class Daemon:
         self.sm = StateMachine(clock)
         self.sm.add_listener(self._on_transition)
         self.counters = Counters()
+        self.events = EventHub()  # state changes and timeline events, for local subscribers
         self.started_at = clock()
         self.last_error: str | None = None
         self._last_error_at: float | None = None
@@ -74,7 +76,7 @@ class Daemon:
         self._reload_cfg: Config | None = None
         self._restart = asyncio.Event()
         self._wakes: asyncio.Queue[str] = asyncio.Queue(maxsize=1)  # overflow: a second wake is ignored
-        self._state_waiters: list[tuple[State, asyncio.Future[None]]] = []
+        self._mute_source: str | None = None  # "software" or "switch" while muted (kept across reloads)
         self._connector = Connector(self.counters, self.notifier, self.sm, self._emit, self._set_error)
         self._tool_context = functools.partial(DaemonToolContext, set_volume=self.set_volume,
                                                end_session=self.end_session, device_status=self.status)
@@ -104,9 +106,27 @@ class Daemon:
         self._stop.set()
         self.end_session("shutdown")
 
+    @property
+    def muted(self) -> bool:
+        """Privacy mute: no wake fires, no session runs, no microphone audio leaves the device."""
+        return self._mute_source is not None
+
+    def set_muted(self, muted: bool, source: str = "software") -> bool:
+        """Mute or unmute; False when refused (software cannot unmute what the hardware switch muted)."""
+        if not muted and self._mute_source == "switch" and source != "switch":
+            return False
+        self._mute_source = source if muted else None
+        if self.runtime is not None:
+            self.runtime.mic.muted = muted
+        if muted:
+            self.end_session("muted")
+        self.notifier.status("muted" if muted else self.state.value)
+        self._emit("mute", f"{'muted' if muted else 'unmuted'} ({source})", muted=muted, source=source)
+        return True
+
     def trigger(self, reason: str = "manual") -> bool:
-        """Start a session now (any wake mode); False when one is already running."""
-        if self.sm.state is not State.LISTENING or self.runtime is None:
+        """Start a session now (any wake mode); False when one is already running or the daemon is muted."""
+        if self.sm.state is not State.LISTENING or self.runtime is None or self.muted:
             return False
         self.runtime.gate.clear()
         return self._begin_wake(reason)
@@ -152,33 +172,15 @@ class Daemon:
 
     async def wait_state(self, state: State, timeout: float) -> None:
         """Wait until the state machine enters `state` (tests, demo)."""
-        if self.sm.state is state:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._state_waiters.append((state, fut))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        finally:
-            with contextlib.suppress(ValueError):
-                self._state_waiters.remove((state, fut))
+        await wait_for_state(self.sm, state, timeout)
 
     def status(self) -> dict[str, Any]:
         """Everything `vatel-edge status` shows (status.DaemonStatus as a dict)."""
         rt, conv, now = self.runtime, self._conversation, self._clock()
-        parts = rt.stats() if rt is not None else {}
-        return DaemonStatus(
-            state=self.sm.state.value,
-            uptime_s=round(now - self.started_at, 1),
-            wake_mode=self.cfg.wake.mode,
-            session_id=self.session_id,
-            session_age_s=round(now - conv.started_at, 1) if conv is not None else None,
-            token_status=rt.tokens.status if rt is not None else "stopped",
-            counters=self.counters.snapshot(parts.get("capture", {})),
-            last_error=self.last_error,
-            last_error_at=self._last_error_at,
-            player=parts.get("player", {}),
-            echo=parts.get("echo", {}),
-            tokens=parts.get("tokens", {}),
+        return DaemonStatus.of(
+            self.sm.state.value, now - self.started_at, self.cfg.wake.mode, self.session_id,
+            now - conv.started_at if conv is not None else None, self.counters, rt.stats() if rt else None,
+            self.last_error, self._last_error_at, muted=self.muted, mute_source=self._mute_source,
         ).to_dict()
 
     def install_signal_handlers(self) -> None:
@@ -225,7 +227,7 @@ class Daemon:
 
     async def _serve(self, rt: Runtime, tasks: TaskSet) -> None:
         """Start listening and the wake loops; run one session at a time until stop, reload or a path failure."""
-        rt.mic.on_wake = self._begin_wake
+        rt.mic.on_wake, rt.mic.muted = self._begin_wake, self.muted
         failed: asyncio.Future[Any] = rt.mic.failed
         if self.sm.state is State.STARTING:
             if not await rt.mic.wait_first_frame(READY_WAIT_S):
@@ -269,7 +271,7 @@ class Daemon:
     def _begin_wake(self, reason: str) -> bool:
         """The trigger point: the pre-roll becomes the head of the session's audio, now."""
         rt = self.runtime
-        if rt is None or self.sm.state is not State.LISTENING or self._wakes.full():
+        if rt is None or self.sm.state is not State.LISTENING or self._wakes.full() or self.muted:
             return False
         rt.mic.begin_session()
         s = self.cfg.session
@@ -278,7 +280,7 @@ class Daemon:
                                           clock=self._clock)
         self.sm.fire(Event.WAKE, reason)
         self.counters.wakes += 1
-        self._emit("wake", reason)
+        self._emit("wake", reason, reason=reason)
         self._wakes.put_nowait(reason)
         return True
 
@@ -311,18 +313,18 @@ class Daemon:
             rt.mic.stop_listening()
         if tr.new is State.LISTENING:
             offline = rt.tokens.status if rt is not None else "ready"
-            self.notifier.status("listening" if offline == "ready" else f"listening; {offline}")
+            text = "muted" if self.muted else "listening"
+            self.notifier.status(text if offline == "ready" else f"{text}; {offline}")
         elif tr.new is State.CONNECTING:
             self.notifier.status("connecting")
-        for want, fut in list(self._state_waiters):
-            if want is tr.new and not fut.done():
-                fut.set_result(None)
-        self._emit("state", f"{tr.old.value} -> {tr.new.value} ({tr.event.value})")
+        self._emit("state", f"{tr.old.value} -> {tr.new.value} ({tr.event.value})", old=tr.old.value,
+                   new=tr.new.value, event=tr.event.value)
 
     def _set_error(self, text: str) -> None:
         self.last_error, self._last_error_at = text, time.time()
 
-    def _emit(self, kind: str, text: str) -> None:
+    def _emit(self, kind: str, text: str, **fields: Any) -> None:
+        self.events.publish(kind, text, **fields)
         if self._on_event is not None:
             self._on_event(kind, text)
 
@@ -335,15 +337,6 @@ class Daemon:
             return {"ok": True, "status": self.status()}
         if cmd == "end_session":
             return {"ok": True, "ended": self.end_session("control socket")}
+        if cmd in ("mute", "unmute"):
+            return {"ok": self.set_muted(cmd == "mute"), "muted": self.muted, "source": self._mute_source}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
-
-
-@contextlib.asynccontextmanager
-async def running(daemon: Daemon) -> AsyncIterator[asyncio.Task[None]]:
-    """Run `daemon` in a task for the body of the block, then stop it and await the task."""
-    task = asyncio.get_running_loop().create_task(daemon.run(), name="vatel-edge daemon")
-    try:
-        yield task
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, timeout=10)

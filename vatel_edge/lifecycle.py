@@ -4,10 +4,13 @@ cancellation of owned tasks (STYLE.md: every task has an owner, every cancel is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
+
+from vatel_edge.state import State, StateMachine, Transition
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,39 @@ class TaskSet:
         tasks = list(self._tasks)
         self._tasks.clear()
         await cancel_and_wait(*tasks)
+
+
+class Runnable(Protocol):
+    """A long-running component: `await run()` until `stop()`."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def running(component: Runnable, stop_timeout: float = 10.0) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `component` in a task for the body of the block, then stop it and await the task."""
+    task = asyncio.get_running_loop().create_task(component.run(), name=f"{type(component).__name__} run")
+    try:
+        yield task
+    finally:
+        component.stop()
+        await asyncio.wait_for(task, timeout=stop_timeout)
+
+
+async def wait_for_state(sm: StateMachine, state: State, timeout: float) -> None:
+    """Wait until `sm` enters `state` (at once when it is there); TimeoutError after `timeout` seconds."""
+    if sm.state is state:
+        return
+    entered = asyncio.get_running_loop().create_future()
+
+    def listener(tr: Transition) -> None:
+        if tr.new is state and not entered.done():
+            entered.set_result(None)
+
+    sm.add_listener(listener)
+    try:
+        await asyncio.wait_for(entered, timeout)
+    finally:
+        sm.remove_listener(listener)

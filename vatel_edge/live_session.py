@@ -33,6 +33,7 @@ from vatel_edge.conversation import (
     RunTool,
 )
 from vatel_edge.errors import SessionError, TokenError, VatelEdgeError
+from vatel_edge.events import Emit
 from vatel_edge.journal import log_context, register_secret, set_daemon_log_context
 from vatel_edge.lifecycle import TaskSet
 from vatel_edge.notify import Notifier
@@ -52,7 +53,7 @@ TICK_PERIOD_S = 0.05
 #: Longest tail of agent audio played after the session ended before it is cut.
 FINAL_AUDIO_MAX_S = 15.0
 
-EventSink = Callable[[str, str], None]
+EventSink = Callable[[str, str], None]  # the daemon's `on_event(kind, text)` for tests and the demo
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class SessionParts:
     gate: WakeGate
     sm: StateMachine
     notifier: Notifier
-    emit: EventSink
+    emit: Emit
     tool_context: Callable[[str | None], ToolContext]  # the context for a tool call of session `id`
     frame_ms: int
     close_timeout_s: float
@@ -122,7 +123,7 @@ class LiveSession:
                 await self._tool_tasks.cancel_all()
         outcome = self._session.outcome
         result = SessionResult(conv.end_reason or (str(outcome) if outcome else "closed"), outcome, conv.session_id)
-        p.emit("session_closed", result.end_reason)
+        p.emit("session_closed", result.end_reason, reason=result.end_reason, session_id=result.session_id)
         if p.sm.can(Event.SESSION_END):
             p.sm.fire(Event.SESSION_END, conv.end_reason)
         await self._finish(stopping())
@@ -170,7 +171,7 @@ class LiveSession:
             elif isinstance(cmd, Fire):
                 p.sm.fire_if(cmd.event, cmd.reason)
             elif isinstance(cmd, Note):
-                p.emit(cmd.kind, cmd.text)
+                p.emit(cmd.kind, cmd.text, **cmd.fields)
             elif isinstance(cmd, Cut):
                 self._last_cut = (cmd.source, p.player.interrupt())
             elif isinstance(cmd, CancelTools):
@@ -192,7 +193,8 @@ class LiveSession:
         source, report = cut
         heard = f", {report.heard_ms / 1000:.2f} s of it heard"
         turn = self.conversation.current_turn
-        self._p.emit("barge_in", f"{source}: turn {turn} cut{heard}; {cancelled} tool action(s) cancelled")
+        self._p.emit("barge_in", f"{source}: turn {turn} cut{heard}; {cancelled} tool action(s) cancelled",
+                     source=source, turn_id=turn, heard_ms=round(report.heard_ms), tools_cancelled=cancelled)
 
     # ------------------------------------------------------------------ tasks
 
@@ -265,7 +267,7 @@ class Connector:
     """Opens sessions: a fresh token, then the WebSocket. A failure is counted, backed off (no automatic
     wake until the backoff passed), said once in the log and in the sd_notify STATUS, and returns None."""
 
-    def __init__(self, counters: Counters, notifier: Notifier, sm: StateMachine, emit: EventSink,
+    def __init__(self, counters: Counters, notifier: Notifier, sm: StateMachine, emit: Emit,
                  set_error: Callable[[str], None]) -> None:
         self._counters = counters
         self._notifier = notifier
@@ -300,7 +302,7 @@ class Connector:
                 self._notifier.status(provider if provider.startswith("offline") else f"offline: {provider}")
             else:
                 self._notifier.status(f"offline: {exc}; retrying in {max(1, round(delay))} s")
-            self._emit("error", str(exc))
+            self._emit("error", str(exc), error=str(exc), stage="connect")
             sounds.play("error")
             return None
         self._backoff.reset()

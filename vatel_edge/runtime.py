@@ -75,12 +75,13 @@ class Runtime:
     watchdog: Watchdog
     button: ButtonWatch | None  # wake.mode = "button" only
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """The components' statistics for `vatel-edge status`: capture, player, echo, tokens."""
+    def stats(self) -> dict[str, Any]:
+        """The components' statistics for `vatel-edge status`: capture, player, echo, tokens, token_status."""
         e = self.echo
         echo = {"engine": "none"} if e is None else {
             "engine": e.name, "converged": e.converged, "erle_db": e.erle_db, **e.stats}
-        return {"capture": self.capture.stats, "player": self.player.stats, "echo": echo, "tokens": self.tokens.stats}
+        return {"capture": self.capture.stats, "player": self.player.stats, "echo": echo, "tokens": self.tokens.stats,
+                "token_status": self.tokens.status}
 
     @property
     def gate(self) -> WakeGate:

@@ -112,6 +112,11 @@ class StateMachine:
         """Call `listener` after every transition (must not raise, must not block)."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener` (no error when it is not registered)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def fire(self, event: Event, reason: str = "") -> State:
         """Perform the transition for `event`; IllegalTransition when the state does not accept it."""
         old = self._state
@@ -131,7 +136,7 @@ class StateMachine:
             extra={"vatel": {"state": new.value, "event": event.value}},
         )
         tr = Transition(old, event, new, now, reason)
-        for listener in self._listeners:
+        for listener in list(self._listeners):
             listener(tr)
         return new
 

@@ -74,6 +74,45 @@ class DaemonStatus:
     echo: dict[str, Any] = field(default_factory=dict)
     #: TokenProvider.stats (tokens fetched and handed out, failures by class).
     tokens: dict[str, int] = field(default_factory=dict)
+    #: Privacy mute: no wake fires, no session runs, no microphone audio leaves the device.
+    muted: bool = False
+    #: Who muted: "software" (control socket, MQTT) or "switch" (the hardware mute switch, which wins).
+    mute_source: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        state: str,
+        uptime_s: float,
+        wake_mode: str,
+        session_id: str | None,
+        session_age_s: float | None,
+        counters: Counters,
+        parts: Mapping[str, Any] | None,
+        last_error: str | None,
+        last_error_at: float | None,
+        *,
+        muted: bool = False,
+        mute_source: str | None = None,
+    ) -> DaemonStatus:
+        """The status of a daemon; `parts` is runtime.Runtime.stats() (None while no runtime runs)."""
+        p = parts or {}
+        return cls(
+            state=state,
+            uptime_s=round(uptime_s, 1),
+            wake_mode=wake_mode,
+            session_id=session_id,
+            session_age_s=round(session_age_s, 1) if session_age_s is not None else None,
+            token_status=str(p.get("token_status", "stopped")),
+            counters=counters.snapshot(p.get("capture", {})),
+            last_error=last_error,
+            last_error_at=last_error_at,
+            player=dict(p.get("player", {})),
+            echo=dict(p.get("echo", {})),
+            tokens=dict(p.get("tokens", {})),
+            muted=muted,
+            mute_source=mute_source,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the `status` command answers {"ok": true, "status": to_dict()})."""
@@ -108,7 +147,10 @@ def format_status(status: Mapping[str, Any], *, now: float | None = None) -> str
     head = f"vatel-edge {status.get('version', '?')} (pid {status.get('pid', '?')})"
     if isinstance(uptime, (int, float)):
         head += f", up {format_duration(uptime)}"
-    lines = [head, f"  state:        {status.get('state', '?')}"]
+    state = f"{status.get('state', '?')}"
+    if status.get("muted"):
+        state += f" (muted{' by the ' + str(status['mute_source']) if status.get('mute_source') else ''})"
+    lines = [head, f"  state:        {state}"]
     if status.get("wake_mode"):
         lines.append(f"  wake:         {status['wake_mode']}")
     session_id = status.get("session_id")

@@ -144,9 +144,9 @@ def test_no_agent_done_after_a_cut() -> None:
 def test_tool_call_runs_once_and_a_duplicate_id_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
     conv, _ = make()
     out = conv.receive_frame(tool_call("c1"))
-    assert out[0] == Note("tool_call", "tool_call set_light id=c1 args=[on]")
+    assert out[0] == Note("tool_call", "tool_call set_light id=c1 args=[on]", {"name": "set_light", "id": "c1"})
     assert isinstance(out[1], RunTool) and out[1].call.tool_call_id == "c1"
-    assert conv.receive_frame(tool_call("c1")) == [Note("tool_call", "tool_call set_light id=c1 args=[on]")]
+    assert conv.receive_frame(tool_call("c1")) == [out[0]]
     assert "duplicate toolCallId c1" in caplog.text
     assert kinds(conv.receive_frame(tool_call("c2"))) == ["Note", "RunTool"]
 
@@ -156,7 +156,8 @@ def test_tool_answered_counts_the_outcome_and_notes_it() -> None:
     conv, _ = make(counters=counters)
     (_, run) = conv.receive_frame(tool_call("c1"))
     assert isinstance(run, RunTool)
-    assert conv.tool_answered(run.call, "ok") == [Note("tool_call_output", "set_light id=c1 -> ok")]
+    assert conv.tool_answered(run.call, "ok") == [
+        Note("tool_call_output", "set_light id=c1 -> ok", {"name": "set_light", "id": "c1", "outcome": "ok"})]
     conv.tool_answered(run.call, "error: exit 1")
     assert counters.tool_calls == {"ok": 1, "error": 1}
 
@@ -175,7 +176,7 @@ def test_tool_call_ids_are_per_session() -> None:
 def test_session_started_names_the_session() -> None:
     conv, _ = make()
     assert conv.receive_frame(frame("session_started", {"id": "call-7"})) == [
-        Note("session_started", "session_started id=call-7"), Identified("call-7")]
+        Note("session_started", "session_started id=call-7", {"session_id": "call-7"}), Identified("call-7")]
     assert conv.session_id == "call-7"
 
 
@@ -235,6 +236,17 @@ def test_closed_sets_the_outcome_unless_a_reason_exists() -> None:
 
 
 # ----------------------------------------------------------------------------- bad input
+
+
+def test_timeline_fields_never_carry_transcripts_or_tool_outputs() -> None:
+    """A note's text may quote the user (local consumers); its fields, which leave the device (MQTT), never do."""
+    conv, _ = make()
+    (note,) = conv.receive_frame(frame("input_audio_transcript", {"transcript": "my pin is 1234", "is_final": True}))
+    assert isinstance(note, Note) and "1234" in note.text and note.fields == {}
+    (_, run) = conv.receive_frame(tool_call("c9"))
+    assert isinstance(run, RunTool)
+    (answered,) = conv.tool_answered(run.call, "the secret output")
+    assert isinstance(answered, Note) and "secret" not in repr(answered.fields)
 
 
 def test_unknown_event_is_a_timeline_note_only() -> None:

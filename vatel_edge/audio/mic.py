@@ -112,6 +112,7 @@ class MicPath:
         self._last_at: float | None = None
         self._dead = False
         self._seen_first = False
+        self.muted = False  # privacy mute: frames go nowhere (no pre-roll, no wake, no session audio)
         self.onset_lead_ms: float | None = None  # the last voice wake: pre-roll before its onset (status, tests)
         capture.batch_s = LISTEN_BATCH_S
         capture.set_sink(self.push)
@@ -223,6 +224,9 @@ class MicPath:
     def _route_frame(self, frame: CaptureFrame) -> bool:
         """Put `frame` where the route says (under the lock); True when it went to a session."""
         with self._lock:
+            if self.muted:
+                self._ring.clear()
+                return False
             if self._route is Route.SESSION:
                 self._loop.call_soon_threadsafe(self._put, frame)
                 return True

@@ -100,7 +100,13 @@ class WakeConfig:
     """[wake]: what opens a session."""
 
     mode: str = opt("vad", "vad | always | button | manual.", choices=("vad", "always", "button", "manual"))
-    preroll_ms: int = opt(500, "Audio sent from before the wake: before the onset of the voiced stretch that triggered (vad), else before the trigger point.", min=0, max=5000)
+    preroll_ms: int = opt(
+        500,
+        "Audio sent from before the wake: before the onset of the voiced stretch that triggered (vad), else "
+        "before the trigger point.",
+        min=0,
+        max=5000,
+    )
     vad_aggressiveness: int = opt(2, "webrtcvad aggressiveness 0 (lenient) .. 3 (strict).", min=0, max=3)
     vad_frame_ms: int = opt(30, "webrtcvad frame length.", choices=(10, 20, 30))
     min_speech_ms: int = opt(240, "Voiced audio needed within window_ms to wake.", min=10, max=5000)
