@@ -113,6 +113,8 @@ class RoomResponse:
     setup: RoomSetup
     speaker: Signal  # loudspeaker -> microphone
     user: Signal  # user's mouth -> microphone
+    speaker_delay: float  # where the direct sound is in `speaker`, in samples (filter delay + distance / c)
+    user_delay: float
 
     @property
     def mic_gain(self) -> float:
@@ -121,11 +123,12 @@ class RoomResponse:
     @property
     def speaker_direct(self) -> int:
         """Sample index of the loudspeaker's direct sound in its response."""
-        return int(np.argmax(np.abs(self.speaker)))
+        return round(self.speaker_delay)
 
     @property
     def user_direct(self) -> int:
-        return int(np.argmax(np.abs(self.user)))
+        """Sample index of the user's direct sound in theirs (at 3 m a reflection can be stronger)."""
+        return round(self.user_delay)
 
     def echo_gain_db(self) -> float:
         """Energy gain of the echo path (loudspeaker output -> microphone PCM), in dB."""
@@ -156,7 +159,10 @@ def room_response(setup: RoomSetup = DEFAULT_ROOM) -> RoomResponse:
         h.flags.writeable = False
         responses.append(h)
     log.debug("room %s: responses of %d and %d samples", setup.size_m, responses[0].size, responses[1].size)
-    return RoomResponse(setup, responses[0], responses[1])
+    filter_delay = pra.constants.get("frac_delay_length") // 2
+    c = pra.constants.get("c")
+    delays = [filter_delay + math.dist(mic, p) / c * setup.rate for p in (speaker, user)]
+    return RoomResponse(setup, responses[0], responses[1], delays[0], delays[1])
 
 
 def _cut_tail(h: Signal, tail_db: float) -> Signal:
@@ -166,12 +172,12 @@ def _cut_tail(h: Signal, tail_db: float) -> Signal:
     return h[: int(below[0])].copy() if below.size else h.copy()
 
 
-def rt60_estimate(h: Signal, rate: int = FMT.rate, *, skip_ms: float = 2.5, from_db: float = -5.0,
-                  to_db: float = -25.0) -> float:
+def rt60_estimate(h: Signal, rate: int = FMT.rate, *, direct: int | None = None, skip_ms: float = 2.5,
+                  from_db: float = -5.0, to_db: float = -25.0) -> float:
     """Reverberation time of an impulse response: the Schroeder energy decay after the direct sound (from
-    `skip_ms` past the strongest tap), a least-squares line between `from_db` and `to_db` (T20), extended to
-    60 dB."""
-    start = int(np.argmax(np.abs(h))) + round(rate * skip_ms / 1000)
+    `skip_ms` past `direct`, by default the strongest tap), a least-squares line between `from_db` and `to_db`
+    (T20), extended to 60 dB."""
+    start = (int(np.argmax(np.abs(h))) if direct is None else direct) + round(rate * skip_ms / 1000)
     energy = np.cumsum(h[start:][::-1] ** 2)[::-1]
     edc = 10 * np.log10(np.maximum(energy, 1e-300) / energy[0])
     sel = np.flatnonzero((edc <= from_db) & (edc >= to_db))
