@@ -60,5 +60,5 @@ class ControlError(VatelEdgeError):
 
 
 class DaemonFailure(VatelEdgeError):
-    """A core task of the daemon died (the capture pump, the serve loop): `vatel-edge run` exits non-zero
+    """A core part of the daemon failed (the microphone path): `vatel-edge run` exits non-zero
     so that systemd restarts the service, instead of a daemon that can no longer hear pretending to run."""

@@ -1,12 +1,14 @@
 """The daemon's echo path: what the speaker played in, echo-cancelled microphone frames out.
 
 `EchoPath` joins one `EchoReference` and one `EchoCanceller` between the Player (its writer-thread hooks
-`on_written` / `on_dropped`) and the capture pump (event loop), so every consumer of the microphone (wake
-VAD, pre-roll, session audio, local barge-in) sees the cancelled signal. `check_duplex` is the start-up (and
+`on_written` / `on_dropped`) and the microphone path (audio/mic.py: it is the path's first stage, in the
+capture thread), so every consumer of the microphone (wake VAD, pre-roll, session audio, local barge-in)
+sees the cancelled signal. The engine's latency (measured at open) is kept while bypassed, so the stream
+never jumps when the engine starts or stops. `check_duplex` is the start-up (and
 reload) check of the echo-related settings: which engine runs, and whether local barge-in is allowed.
 
 Cost: while nothing has played for `HOLD_S`, a frame only updates the reference timeline (~12 us); the
-engine is skipped and the frame passes unchanged. Skipping the engine for both streams together keeps its
+engine is skipped and the frame passes through a delay line of the engine's latency. Skipping the engine for both streams together keeps its
 learned echo path (measured: ERLE of the next turn's first second is the same as with silence processed).
 """
 
@@ -83,10 +85,11 @@ def open_echo_path(audio: AudioConfig) -> EchoPath | None:
 
 
 class EchoPath:
-    """Echo cancellation between the Player and the capture pump (see the module docstring).
+    """Echo cancellation between the Player and the microphone path (see the module docstring).
 
     Threading: `on_written` and `on_dropped` run on the playback writer thread and only touch the
-    EchoReference (which has its own lock); `process`, `close` and the properties belong to the event loop.
+    EchoReference (which has its own lock); `process` runs in the capture thread (the microphone path);
+    `close` after that thread stopped; the properties are read from either.
     If the engine fails, the path logs it once and passes frames through (`active` turns False).
     """
 
