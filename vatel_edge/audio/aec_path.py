@@ -8,8 +8,9 @@ never jumps when the engine starts or stops. `check_duplex` is the start-up (and
 reload) check of the echo-related settings: which engine runs, and whether local barge-in is allowed.
 
 Cost: while nothing has played for `HOLD_S`, a frame only updates the reference timeline (~12 us); the
-engine is skipped and the frame passes through a delay line of the engine's latency. Skipping the engine for both streams together keeps its
-learned echo path (measured: ERLE of the next turn's first second is the same as with silence processed).
+engine is skipped and the frame passes through a delay line of the engine's latency. Skipping the engine
+for both streams together keeps its learned echo path (measured: ERLE of the next turn's first second is the
+same as with silence processed).
 """
 
 from __future__ import annotations
