@@ -11,36 +11,21 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "install.sh"
+from tests.support.install import REPO, SCRIPT, ok
+from tests.support.install import run_install as _run_install
+
 KEY = "sk-org-7d1e0c2b9a8f-INSTALLTEST-5a4b3c"
 TIMEOUT = 600
-BASH = shutil.which("bash") or "/bin/bash"  # absolute: a PATH shim must not wrap the installer's own shell
 
 pytestmark = pytest.mark.timeout(TIMEOUT)
 
 
-def run_install(
-    root: Path, *args: str, key: str | None = None, path: str | None = None, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ORG_API_KEY"}
-    if key is not None:
-        env["ORG_API_KEY"] = key
-    if path is not None:
-        env["PATH"] = path
-    env.update(extra_env or {})
-    return subprocess.run(
-        [BASH, str(SCRIPT), "--root", str(root), *args],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
+def run_install(root: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return _run_install(root, *args, timeout=TIMEOUT, **kw)
 
 
 def mode(p: Path) -> int:

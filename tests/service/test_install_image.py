@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "install.sh"
-BASH = shutil.which("bash") or "/bin/bash"
+from tests.support.install import REPO, ok, run_install
+
 KEY = "sk-org-4f2a9c1e7b3d-IMAGETEST-0e9d8c"
 FINAL_VENV = "/opt/vatel-edge/venv"
 NOT_USER_FACING = {"dev"}  # extras of pyproject.toml the device does not get
@@ -68,23 +67,6 @@ out["pywebrtc_audio"] = pywebrtc_audio.__file__
 out["libspeexdsp"] = sorted({line.split()[-1] for line in open("/proc/self/maps") if "libspeexdsp" in line})
 print(json.dumps(out))
 """
-
-
-def run_install(
-    root: Path, *args: str, key: str | None = None, script: Path = SCRIPT
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ORG_API_KEY"}
-    if key is not None:
-        env["ORG_API_KEY"] = key
-    return subprocess.run(
-        [BASH, str(script), "--root", str(root), *args],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
 
 
 def clean_env(**extra: str) -> dict[str, str]:
