@@ -28,7 +28,7 @@ stamp=.venv/.vatel-edge-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing vatel-edge and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev,aec]'
+  .venv/bin/python -m pip install -q -e '.[dev,aec,wakeword]'
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"

@@ -21,6 +21,7 @@ from typing import Any
 from vatel_edge.audio.aec_path import EchoPath, check_duplex
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.playback import Player
+from vatel_edge.audio.wakeword import raise_wake_word_problems
 from vatel_edge.config import Config, load_config, read_api_key
 from vatel_edge.conversation import Conversation, Limits
 from vatel_edge.errors import ConfigError, DaemonFailure
@@ -152,6 +153,7 @@ class Daemon:
             new = load_config(self.cfg.path)
             new_key = read_api_key(new.vatel)
             check_duplex(new)
+            raise_wake_word_problems(new)  # a broken wake-word model is refused before the old runtime closes
         except ConfigError as exc:
             self._set_error(f"reload refused: {exc.problems[0]}")
             log.error("reload refused, keeping the running config:\n%s", exc)

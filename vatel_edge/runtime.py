@@ -21,6 +21,7 @@ from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.mic import MicPath
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VadParams, VoiceDetector
+from vatel_edge.audio.wakeword import open_wake_words
 from vatel_edge.audio.wav import load_wav
 from vatel_edge.config import Config
 from vatel_edge.control import ControlHandler, ControlServer
@@ -116,16 +117,20 @@ async def open_runtime(
         capture = Capture(cfg.audio)
         w, s = cfg.wake, cfg.session
         local_barge_in = s.barge_in in ("local", "both") and echo is not None
+        words = open_wake_words(cfg, canceller=echo is not None)  # ConfigError: no extra, a broken model
+        stack.callback(words.close)
         mic = MicPath(
             capture, player, echo,
             frame_ms=cfg.audio.frame_ms,
             preroll_ms=w.preroll_ms,
-            wake_vad=VoiceDetector(VadParams.from_wake(w)) if w.mode == "vad" else None,
+            wake_vad=VoiceDetector(VadParams.from_wake(w)) if w.mode in ("vad", "wakeword") else None,
             barge_vad=VoiceDetector(VadParams.for_barge_in(w, s.barge_in_min_speech_ms)) if local_barge_in else None,
             gate=WakeGate(w.cooldown_ms / 1000.0, clock),
+            wake_word=words.wake,
+            barge_word=words.barge,
         )
         await stack.enter_async_context(capture)  # the microphone path is its sink from the first frame
-        _log_duplex(cfg, echo, local_barge_in)
+        _log_duplex(cfg, echo, local_barge_in, words.barge is not None)
         sounds = Sounds(cfg, player)
         await stack.enter_async_context(ControlServer(cfg.control.socket_path, control))
         button: ButtonWatch | None = None
@@ -142,7 +147,7 @@ async def open_runtime(
         yield Runtime(cfg, gpio, tools, tokens, echo, player, capture, mic, sounds, watchdog, button)
 
 
-def _log_duplex(cfg: Config, echo: EchoPath | None, local_barge_in: bool) -> None:
+def _log_duplex(cfg: Config, echo: EchoPath | None, local_barge_in: bool, by_word: bool = False) -> None:
     """Say once at start how the microphone is treated while the agent speaks, and who barges in."""
     engine = echo.name if echo is not None else "none"
     policy = cfg.audio.mic_during_playback
@@ -152,8 +157,8 @@ def _log_duplex(cfg: Config, echo: EchoPath | None, local_barge_in: bool) -> Non
         mic = "muted" if policy == "mute" else "streamed"
     if echo is None and cfg.audio.echo_cancel == "auto":
         log.warning("no echo canceller: the microphone is %s while the agent speaks", mic)
-    log.info("echo cancellation: %s; microphone %s during agent speech; barge-in by %s", engine, mic,
-             "the local VAD and the server" if local_barge_in else "the server")
+    who = [*(["the local VAD"] if local_barge_in else []), *(["the wake word"] if by_word else []), "the server"]
+    log.info("echo cancellation: %s; microphone %s during agent speech; barge-in by %s", engine, mic, ", ".join(who))
 
 
 class RuntimePart(Generic[T]):

@@ -234,7 +234,8 @@ def test_range_bounds_are_inclusive() -> None:
 def test_string_choice_with_suggestion() -> None:
     """A string not among the choices lists them and suggests the closest."""
     assert problems_of(VATEL + '[wake]\nmode = "buton"\n') == [
-        'wake.mode: expected one of "vad" | "always" | "button" | "manual", got "buton" (did you mean "button"?)'
+        'wake.mode: expected one of "vad" | "wakeword" | "always" | "button" | "manual", got "buton" '
+        '(did you mean "button"?)'
     ]
 
 

@@ -163,7 +163,7 @@ def test_reference_has_one_row_per_field_with_its_doc() -> None:
         ("vatel", "allow_insecure", "boolean", "`false`", ""),
         ("audio", "frame_ms", "integer", "`20`", "`10`, `20`, `30`, `40`"),
         ("audio", "volume", "number", "`1.0`", "0.0 .. 4.0"),
-        ("wake", "mode", "string", '`"vad"`', '`"vad"`, `"always"`, `"button"`, `"manual"`'),
+        ("wake", "mode", "string", '`"vad"`', '`"vad"`, `"wakeword"`, `"always"`, `"button"`, `"manual"`'),
         ("feedback", "wake_sound", "string (optional)", "unset", ""),
     ],
 )

@@ -61,7 +61,7 @@ def check_duplex(cfg: Config) -> str | None:
     would cut its playback).
     """
     engine = resolve_engine(cfg.audio.echo_cancel)
-    if engine is None and cfg.session.barge_in in ("local", "both"):
+    if engine is None and cfg.session.barge_in in ("local", "wakeword", "both"):
         why = "is off" if cfg.audio.echo_cancel == "off" else "found no installed engine"
         raise ConfigError(
             f"session.barge_in = {cfg.session.barge_in!r} needs an echo canceller, but audio.echo_cancel = "

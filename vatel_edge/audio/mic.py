@@ -3,14 +3,17 @@
 Every capture frame runs, in the capture reader thread and in the same order in every state, through
 `stages` (echo cancellation first; room for noise suppression or gain), then to one route:
 
-* LISTEN (the daemon is LISTENING): the pre-roll ring, and the wake VAD (vad mode) on the processed frame.
-  When the VAD fires (behind the wake gate), the route switches to SESSION in the same locked step and the
-  session's audio starts `preroll_ms` before the ONSET of the voiced stretch that fired, not before the
-  trigger point. The event loop is woken once per wake, never per frame.
+* LISTEN (the daemon is LISTENING): the pre-roll ring, and the wake VAD (vad and wakeword modes) on the
+  processed frame; in wakeword mode the wake-word detector (audio/wakeword.py) runs behind it, only while
+  the VAD hears a voiced stretch. When the VAD (or the wake word) fires behind the wake gate, the route
+  switches to SESSION in the same locked step and the session's audio starts `preroll_ms` before the ONSET
+  of the voiced stretch that fired (the one containing the wake word), not before the trigger point. The
+  event loop is woken once per wake, never per frame.
 * SESSION (from the wake to the end of the session): each frame to the session's held audio
-  (wake.SessionAudio, drained by the sender into input_audio), and the local barge-in VAD while the agent
-  speaks. A trigger from the loop (manual, button, always-on) takes the ring's last `preroll_ms` under the
-  same lock, so the hand-over is atomic: the ring, then every later frame, in sequence order.
+  (wake.SessionAudio, drained by the sender into input_audio), and local barge-in while the agent speaks
+  (the VAD, the wake word, or both, on the echo-cancelled frame once the canceller has converged). A
+  trigger from the loop (manual, button, always-on) takes the ring's last `preroll_ms` under the same
+  lock, so the hand-over is atomic: the ring, then every later frame, in sequence order.
 * HOLD (starting, ending): the ring only.
 
 A stage keeps its latency constant (the echo path delays its bypass by the engine's own latency), so what
@@ -34,6 +37,7 @@ from vatel_edge.audio.aec_path import EchoPath
 from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VoiceDetector
+from vatel_edge.audio.wakeword import GatedWakeWord, WakeWordDetector
 from vatel_edge.wake import SessionAudio, WakeGate
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,8 @@ class MicPath:
         barge_vad: VoiceDetector | None,
         gate: WakeGate,
         on_wake: Callable[[str], bool] = lambda reason: False,
+        wake_word: WakeWordDetector | None = None,
+        barge_word: GatedWakeWord | None = None,
     ) -> None:
         self.capture = capture
         self._player = player
@@ -98,7 +104,10 @@ class MicPath:
         )
         self._wake_vad = wake_vad
         self._barge_vad = barge_vad  # session.barge_in local/both with a canceller: the VAD during playback
+        self._wake_word = wake_word  # wake.mode = "wakeword": behind the wake VAD
+        self._barge_word = barge_word  # session.barge_in wakeword/both with a canceller: the wake word
         self._barge_armed = False
+        self._wake_reason = "voice"
         self.gate = gate
         self.on_wake = on_wake  # loop side: the daemon's wake; False when it refuses
         self._loop = asyncio.get_running_loop()
@@ -121,8 +130,8 @@ class MicPath:
 
     @property
     def local_barge_in(self) -> bool:
-        """The local VAD may cut the agent (session.barge_in local/both with a canceller)."""
-        return self._barge_vad is not None
+        """A local detector may cut the agent (session.barge_in local/wakeword/both with a canceller)."""
+        return self._barge_vad is not None or self._barge_word is not None
 
     def last_frame_at(self) -> float | None:
         """The newest frame that went through the whole path; None once the path failed (for the watchdog)."""
@@ -142,6 +151,8 @@ class MicPath:
             self._ring.clear()  # audio from before (a session's tail) is never pre-roll
             if self._wake_vad is not None:
                 self._wake_vad.reset()
+            if self._wake_word is not None:
+                self._wake_word.reset()
 
     def stop_listening(self) -> None:
         """Leaving LISTENING without a session (shutdown): no wake fires any more."""
@@ -185,7 +196,7 @@ class MicPath:
         """Loop side of a voice wake (scheduled by the capture thread before any later frame's put)."""
         if self._pending is None:
             return  # a trigger took the head first
-        if not self.on_wake("voice"):
+        if not self.on_wake(self._wake_reason):
             self.listen()  # refused (a trigger won the race, or shutting down): listen on
 
     def _put(self, frame: CaptureFrame) -> None:
@@ -209,8 +220,8 @@ class MicPath:
             for stage in self.stages:
                 frame = stage.process(frame)
             session = self._route_frame(frame)
-            if session and self._barge_vad is not None:
-                self._local_barge_in(self._barge_vad, frame.pcm)
+            if session and self.local_barge_in:
+                self._local_barge_in(frame.pcm)
         except Exception as exc:  # a bug in the path: say it once and stop pretending to hear
             self._dead = True
             log.error("the microphone path failed: %s", exc, exc_info=exc)
@@ -234,6 +245,10 @@ class MicPath:
             if self._route is Route.LISTEN and self._wake_vad is not None:
                 result = self._wake_vad.process(frame.pcm)
                 voiced, triggered = result.voiced, result.triggered
+                if self._wake_word is not None:
+                    word = self._wake_word.process(frame.pcm, voiced).word
+                    triggered = word is not None
+                    self._wake_reason = f"wake word {word}" if word else "voice"
             self._ring.append((frame, voiced))
             if triggered and self.gate.open():
                 self._pending = self._onset_head()
@@ -244,11 +259,15 @@ class MicPath:
         return False
 
     def _onset_head(self) -> list[CaptureFrame]:
-        """The ring from `preroll_ms` before the onset of the voiced stretch that ends at the newest frame."""
+        """The ring from `preroll_ms` before the onset of the newest voiced stretch, through the newest frame.
+
+        A VAD wake fires on a voiced frame; a wake word fires up to the detector's hangover after the word's
+        last voiced frame, so the search starts at the newest voiced frame."""
         ring = list(self._ring)
-        onset = len(ring) - 1
+        last = next((i for i in range(len(ring) - 1, -1, -1) if ring[i][1]), len(ring) - 1)
+        onset = last
         gap = 0
-        for i in range(len(ring) - 1, -1, -1):
+        for i in range(last, -1, -1):
             if ring[i][1]:
                 onset, gap = i, 0
             else:
@@ -259,11 +278,11 @@ class MicPath:
         self.onset_lead_ms = float((onset - start) * self._frame_ms)
         return [f for f, _ in ring[start:]]
 
-    def _local_barge_in(self, vad: VoiceDetector, pcm: bytes) -> None:
-        """session.barge_in local/both: voice on the echo-cancelled mic while the agent plays cuts playback.
+    def _local_barge_in(self, pcm: bytes) -> None:
+        """session.barge_in local/wakeword/both: on the echo-cancelled mic while the agent plays, voice (the
+        VAD, debounced by session.barge_in_min_speech_ms) or the wake word (behind its own VAD) cuts playback.
 
-        Debounced by session.barge_in_min_speech_ms of voiced audio; armed only once the echo canceller has
-        converged, and counted afresh for every stretch of playback."""
+        Armed only once the echo canceller has converged, and counted afresh for every stretch of playback."""
         target = self.barge_in_target
         ready = (
             target is not None
@@ -274,13 +293,24 @@ class MicPath:
         )
         if not ready:
             if self._barge_armed:
-                vad.reset()
-                self._barge_armed = False
+                self._disarm()
             return
         self._barge_armed = True
-        if vad.process(pcm).triggered:
-            vad.reset()
-            self._barge_armed = False
+        source: str | None = None
+        if self._barge_vad is not None and self._barge_vad.process(pcm).triggered:
+            source = "local vad"
+        if self._barge_word is not None:
+            word = self._barge_word.process(pcm)[2].word
+            source = source or (f"wake word {word}" if word else None)
+        if source is not None:
+            self._disarm()
             assert target is not None
-            self._loop.call_soon_threadsafe(target.local_voice, "local vad")
+            self._loop.call_soon_threadsafe(target.local_voice, source)
+
+    def _disarm(self) -> None:
+        if self._barge_vad is not None:
+            self._barge_vad.reset()
+        if self._barge_word is not None:
+            self._barge_word.reset()
+        self._barge_armed = False
 

@@ -47,6 +47,9 @@ def check_config(path: str, *, environ: Mapping[str, str] | None = None) -> Conf
         text = decode_config(Path(path), data)
         cfg = loads_config(text, path)
         vatel = cfg.vatel
+        from vatel_edge.audio.wakeword import check_wake_words  # the models are files: checked like the key
+
+        problems.extend(check_wake_words(cfg))
     except ConfigError as exc:
         problems.extend(exc.problems)
         vatel = _vatel_alone(text)

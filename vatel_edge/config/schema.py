@@ -99,11 +99,15 @@ class AudioConfig:
 class WakeConfig:
     """[wake]: what opens a session."""
 
-    mode: str = opt("vad", "vad | always | button | manual.", choices=("vad", "always", "button", "manual"))
+    mode: str = opt(
+        "vad",
+        "vad (any voice) | wakeword (a wake word, behind the VAD; the wakeword extra) | always | button | manual.",
+        choices=("vad", "wakeword", "always", "button", "manual"),
+    )
     preroll_ms: int = opt(
         500,
-        "Audio sent from before the wake: before the onset of the voiced stretch that triggered (vad), else "
-        "before the trigger point.",
+        "Audio sent from before the wake: before the onset of the voiced stretch that triggered (vad, wakeword), "
+        "else before the trigger point.",
         min=0,
         max=5000,
     )
@@ -112,7 +116,19 @@ class WakeConfig:
     min_speech_ms: int = opt(240, "Voiced audio needed within window_ms to wake.", min=10, max=5000)
     window_ms: int = opt(480, "Sliding window for min_speech_ms.", min=10, max=10_000)
     min_level_dbfs: float = opt(-45.0, "Energy gate: frames quieter than this are never speech.", min=-96, max=0)
-    cooldown_ms: int = opt(1000, "No VAD wake for this long after a session ends.", min=0, max=60_000)
+    cooldown_ms: int = opt(
+        1000, "No VAD or wake-word wake for this long after a session ends; also the wake word's refractory time.",
+        min=0, max=60_000,
+    )
+    wake_words: tuple[str, ...] = opt(
+        ("okay_nabu",),
+        "[wakeword] Built-in okay_nabu, hey_jarvis, alexa, hey_mycroft, or paths to microWakeWord .json "
+        "manifests (the .tflite beside it; relative to the config file); any of them wakes.",
+    )
+    wake_word_cutoff: float | None = opt(
+        None, "[wakeword] Probability a model must pass (unset: each model's own); higher = fewer false wakes.",
+        min=0.01, max=0.99,
+    )
     button_chip: str = opt("gpiochip0", "[button mode] gpiochip path or name.")
     button_line: str = opt("", "[button mode] line offset or name.")
     button_active_low: bool = opt(True, "[button mode] pressed pulls the line low.")
@@ -130,8 +146,9 @@ class SessionConfig:
     barge_in: str = opt(
         "server",
         "Who cuts agent audio on barge-in: server (its interruption), local (also the local VAD on the "
-        "echo-cancelled mic; needs an echo canceller) or both (same as local).",
-        choices=("server", "local", "both"),
+        "echo-cancelled mic; needs an echo canceller), wakeword (also the wake word on it; the wakeword extra) "
+        "or both (local and, with the extra installed, wakeword).",
+        choices=("server", "local", "wakeword", "both"),
     )
     barge_in_min_speech_ms: int = opt(
         90, "Local barge-in: voiced audio on the echo-cancelled mic that cuts playback.", min=30, max=2000

@@ -102,6 +102,8 @@ def coerce_field(path: str, value: object, annotation: Any, meta: Mapping[str, A
     tp, optional = _base_type(annotation)
     if value is None and optional:
         return None
+    if typing.get_origin(tp) is tuple:
+        return _string_array(path, value, meta)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     lo, hi = meta.get("min"), meta.get("max")
@@ -131,6 +133,16 @@ def coerce_field(path: str, value: object, annotation: Any, meta: Mapping[str, A
         expected = meta.get("pattern_doc", f"a string matching {pattern}")
         raise ConfigError(f"{path}: expected {expected}, got {_shown(value, meta)}")
     return value
+
+
+def _string_array(path: str, value: object, meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """An array of non-empty strings (a `tuple[str, ...]` field), as a tuple."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: expected an array of strings, got {_shown(value, meta)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{path}[{i}]: expected a non-empty string, got {_shown(item, meta)}")
+    return tuple(value)
 
 
 def parse_section(name: str, cls: type[Any], raw: object) -> Any:

@@ -30,6 +30,8 @@ def _type_text(annotation: Any) -> str:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         tp, optional = args[0], True
+    if typing.get_origin(tp) is tuple:
+        return "array of strings"
     word = _TYPE_WORDS.get(tp, getattr(tp, "__name__", str(tp)))
     return f"{word} (optional)" if optional else word
 
@@ -39,6 +41,8 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
         return "required"
     if f.default is None:
         return "unset"
+    if isinstance(f.default, tuple):
+        return _code("[" + ", ".join(describe_value(v) for v in f.default) + "]")
     return _code(describe_value(f.default))
 
 
