@@ -56,6 +56,7 @@ POLICIES = ("mute-until-converged", "stream", "voice-gate")
 class Row:
     engine: str
     policy: str
+    echo_path: bool
     user_at_ms: int
     user_ok: int
     user_blocks: int
@@ -76,14 +77,17 @@ def engines() -> dict[str, Callable[[], EchoCanceller]]:
     }
 
 
-def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: int, seconds: float) -> Row:
+def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: int, seconds: float,
+        echo_path: bool = True) -> Row:
     agent = np.frombuffer(shipped_speech("agent_answer.wav"), dtype="<i2").astype(np.float64)
     agent = np.tile(agent, 3)[: FMT.samples(seconds * 1000)]
     agent *= 10 ** (-26 / 20) / (np.sqrt(np.mean(agent**2)) / 32768)
     agent_pcm = np.clip(agent, -32768, 32767).astype(np.int16)
     user = np.frombuffer(human_speech("dashwood"), dtype="<i2")
     off = FMT.samples(user_at_ms)
-    scene = render_parts(agent_pcm, user, off, setup=RoomSetup(user_distance_m=1.5))
+    # No echo path (a headset, a well-isolated speaker): the microphone hears the user and the room only.
+    heard = agent_pcm if echo_path else np.zeros_like(agent_pcm)
+    scene = render_parts(heard, user, off, setup=RoomSetup(user_distance_m=1.5))
     engine: EchoCanceller = make()
     latency = measure_latency(engine, FRAME_MS)
     path = EchoPath(engine, frame_ms=FRAME_MS, latency=latency)
@@ -137,7 +141,7 @@ def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: i
         frames += 1
         speech += bool(level >= -45 and vad.is_speech(down[:160].astype("<i2").tobytes(), 8000))
     erle = path.erle_db
-    return Row(name, policy, user_at_ms, ok, total, ok_first, first, speech, frames,
+    return Row(name, policy, echo_path, user_at_ms, ok, total, ok_first, first, speech, frames,
                None if erle is None else round(erle, 1), converged_at)
 
 
@@ -145,18 +149,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    print("| engine | policy | user from | user blocks reaching the server | in its first 2.5 s | "
+    print("| engine | echo path | policy | user from | user blocks reaching the server | in its first 2.5 s | "
           "echo-only frames VAD calls speech | echo reduction | converged at |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, make in engines().items():
-        for policy in POLICIES:
-            for user_at in (0, 3000):
-                r = run(name, make, policy, user_at, args.seconds)
-                conv = f"{r.converged_s:.2f} s" if r.converged_s is not None else "never"
-                print(f"| {r.engine} | {r.policy} | {r.user_at_ms} ms | {r.user_ok}/{r.user_blocks} "
-                      f"({100 * r.user_ok / max(1, r.user_blocks):.0f} %) | {r.user_ok_first}/{r.user_first} | "
-                      f"{r.echo_speech}/{r.echo_frames} ({100 * r.echo_speech / max(1, r.echo_frames):.1f} %) | "
-                      f"{r.erle_db} dB | {conv} |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    cases = [(name, make, policy, user_at, True) for name, make in engines().items() for policy in POLICIES
+             for user_at in (0, 3000)]
+    webrtc = next(iter(engines().items()))
+    cases += [(*webrtc, policy, 0, False) for policy in ("mute-until-converged", "stream")]
+    for name, make, policy, user_at, echo_path in cases:
+        r = run(name, make, policy, user_at, args.seconds, echo_path)
+        conv = f"{r.converged_s:.2f} s" if r.converged_s is not None else "never"
+        print(f"| {r.engine} | {'yes' if r.echo_path else 'none'} | {r.policy} | {r.user_at_ms} ms | "
+              f"{r.user_ok}/{r.user_blocks} ({100 * r.user_ok / max(1, r.user_blocks):.0f} %) | "
+              f"{r.user_ok_first}/{r.user_first} | "
+              f"{r.echo_speech}/{r.echo_frames} ({100 * r.echo_speech / max(1, r.echo_frames):.1f} %) | "
+              f"{r.erle_db} dB | {conv} |")
     return 0
 
 

@@ -180,3 +180,47 @@ def test_self_aligning_engines_keep_their_reference_in_place() -> None:
         ref.frame_for(7.0 + (k + 1) * FRAME_S, 0.0, NBYTES, mic=mic[k * NBYTES : (k + 1) * NBYTES])
     assert ref.estimated_delay_s is not None and abs(ref.estimated_delay_s - 0.06) < 0.03
     assert ref.delay_s == 0.0 and ref.stats["delay_changes"] == 0
+
+
+def _speechlike(n: int, seed: int) -> bytes:
+    """Noise with a syllable-rate envelope (the delay search follows envelopes: plain noise is too flat)."""
+    rng = np.random.default_rng(seed)
+    syllables = rng.uniform(0.1, 1.0, n // FMT.samples(200) + 2)  # a random level every 200 ms
+    env = np.repeat(syllables, FMT.samples(200))[:n]
+    return np.clip(rng.standard_normal(n) * 6000 * env, -32768, 32767).astype("<i2").tobytes()
+
+
+def test_no_echo_path_is_recognised_then_an_echo_switches_the_engine_back_on() -> None:
+    """Loud agent audio that never shows up in the microphone (a headset): after NO_ECHO_AFTER_S the path
+    passes the mic through (the engine no longer touches the user's voice) and counts as converged; once
+    the microphone carries the reference's echo again, the engine cancels again and the latch is dropped."""
+    engine = Recorder()
+    path = EchoPath(engine, frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0))
+    t0 = 30.0
+    played = _speechlike(FMT.samples(12_000), 1)
+    user = _speechlike(FMT.samples(12_000), 99)
+
+    def step(k: int, mic: bytes) -> CaptureFrame:
+        """Frame k: the player writes 10 frames ahead, the microphone delivers `mic`."""
+        ahead = k + 10
+        path.on_written(played[ahead * NBYTES : (ahead + 1) * NBYTES], t0 + ahead * FRAME_S)
+        return path.process(CaptureFrame(mic, t0 + (k + 1) * FRAME_S, k))
+
+    for k in range(10):
+        path.on_written(played[k * NBYTES : (k + 1) * NBYTES], t0 + k * FRAME_S)
+    k = 0
+    while not path.no_echo_path and k < 300:
+        step(k, user[k * NBYTES : (k + 1) * NBYTES])
+        k += 1
+    assert path.no_echo_path, f"no echo path not recognised in {k * FRAME_S:.1f} s"
+    assert k * FRAME_S >= aec_path.NO_ECHO_AFTER_S and path.converged
+    calls = len(engine.calls)
+    mic = user[k * NBYTES : (k + 1) * NBYTES]
+    assert step(k, mic).pcm == mic and len(engine.calls) == calls, "the engine still ran"
+    k += 1
+    start = k
+    while path.no_echo_path and k < start + 200:  # now the microphone hears the speaker
+        step(k, played[k * NBYTES : (k + 1) * NBYTES])
+        k += 1
+    assert not path.no_echo_path and not path.converged, "an echo path that appeared was not noticed"
+    assert len(engine.calls) > calls

@@ -171,7 +171,7 @@ async def test_the_stream_keeps_one_lag_across_agent_turns_a_barge_in_and_pauses
             if float(np.abs(source[start : start + w].astype(np.float64)).mean()) < 300:
                 continue  # a pause
             found, best = best_lag(received, source, slice(start, start + w), lag, 300)
-            if best < 0.8:
+            if best < 0.85:
                 damaged += 1
                 continue
             located += 1
