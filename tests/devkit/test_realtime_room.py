@@ -73,8 +73,11 @@ def run(pulse: PulseServer) -> Iterator[Run]:
         # where the room's output of the click train is in the recording, then each click's direct sound there
         begin, end = n[0] - FMT.samples(50), n[-1] + FMT.samples(PERIOD_MS)
         offset = _locate(heard, written[begin:end]) - begin
-        near = [k + rt.response.speaker_direct + offset - 24 for k in n]  # 1 ms either side of where it should be
-        m = [i + int(np.argmax(np.abs(heard[i : i + 49]))) for i in near]
+        # each click's 50 ms of room output found again near where the offset puts it (a local correlation, so
+        # that an underrun next to a click does not move it); m: the click's direct sound in the recording
+        span, slack = FMT.samples(50), FMT.samples(2)
+        m = [k + offset - slack + _locate(heard[k + offset - slack : k + offset + span + slack], written[k : k + span])
+             + rt.response.speaker_direct for k in n]
         click_times = [(rt.stream_time(a), recorder.time_of(b)) for a, b in zip(n, m, strict=True)]
         status = rt.status()
         yield Run(played, written, heard, recorder, status, said, rt.response, offset, n, m, click_times)
