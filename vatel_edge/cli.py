@@ -44,10 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--agent-id", default=None)
     p = sub.add_parser("devices", help="list ALSA devices and the formats they open at")
-    p = sub.add_parser("mic-test", help="live level meter with the VAD decision per frame")
+    p = sub.add_parser("mic-test", help="live level meter with the VAD decision (and wake-word probability) per frame")
     _add_config(p)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--device", default=None, help="ALSA capture device (default: from the config)")
+    p = sub.add_parser("wakeword-test", help="run the wake-word detector over WAV files and print its detections")
+    _add_config(p)
+    p.add_argument("files", nargs="+", metavar="FILE.wav")
+    p.add_argument("--wake-word", action="append", default=[], metavar="NAME_OR_JSON",
+                   help="instead of wake.wake_words (repeatable)")
+    p.add_argument("--cutoff", type=float, default=None, help="instead of wake.wake_word_cutoff (0..1)")
     p = sub.add_parser("speaker-test", help="play a chime through the speaker")
     _add_config(p)
     p.add_argument("--device", default=None, help="ALSA playback device (default: from the config)")
@@ -153,11 +159,20 @@ async def _cmd_mic_test(args: argparse.Namespace) -> int:
 
     from vatel_edge.audio.setup_tools import mic_test
     from vatel_edge.audio.vad import VadParams, VoiceDetector
+    from vatel_edge.audio.wake_tools import wake_word_meter
 
     cfg = _load_or_defaults(args)
     audio = cfg.audio if args.device is None else dataclasses.replace(cfg.audio, capture_device=args.device)
-    await mic_test(audio, args.seconds, sys.stdout, VoiceDetector(VadParams.from_wake(cfg.wake)))
+    await mic_test(audio, args.seconds, sys.stdout, VoiceDetector(VadParams.from_wake(cfg.wake)),
+                   wake_word_meter(cfg))
     return 0
+
+
+async def _cmd_wakeword_test(args: argparse.Namespace) -> int:
+    from vatel_edge.audio.wake_tools import wakeword_test
+
+    return wakeword_test(_load_or_defaults(args), args.files, sys.stdout, wake_words=args.wake_word,
+                         cutoff=args.cutoff)
 
 
 async def _cmd_speaker_test(args: argparse.Namespace) -> int:
@@ -209,6 +224,7 @@ COMMANDS = {
     "simulate": _cmd_simulate,
     "devices": _cmd_devices,
     "mic-test": _cmd_mic_test,
+    "wakeword-test": _cmd_wakeword_test,
     "speaker-test": _cmd_speaker_test,
     "trigger": _cmd_trigger,
     "status": _cmd_status,

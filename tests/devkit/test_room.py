@@ -156,3 +156,15 @@ def test_click_helpers_find_each_click() -> None:
     """click_train places one-sample clicks exactly; click_positions finds them all."""
     clicks = np.frombuffer(room.click_train(5, 250, lead_ms=100), dtype="<i2")
     assert room.click_positions(clicks) == [FMT.samples(100) + k * FMT.samples(250) for k in range(5)]
+
+
+def test_latency_guard_drops_only_a_backlog_that_stays() -> None:
+    """LatencyGuard: a backlog under the threshold, or over it for less than persist_s (being caught up), keeps
+    every block; one that stays over it for persist_s drops blocks until it is gone."""
+    guard = room.LatencyGuard(threshold_s=0.015, persist_s=0.1)
+    assert guard.keep(0.010, 0.0)
+    assert guard.keep(0.080, 1.00) and guard.keep(0.040, 1.05)  # catching up
+    assert guard.keep(0.005, 1.06)  # caught up: the clock starts again next time
+    assert guard.keep(0.060, 2.00) and guard.keep(0.060, 2.09)
+    assert not guard.keep(0.060, 2.10) and not guard.keep(0.030, 2.11)
+    assert guard.keep(0.010, 2.12)

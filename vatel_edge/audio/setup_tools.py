@@ -6,7 +6,7 @@ import asyncio
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from vatel_edge.audio.format import VATEL_FORMAT, level_dbfs
 from vatel_edge.audio.playback import Player
 from vatel_edge.config import AudioConfig
 from vatel_edge.errors import AudioDeviceError
+
+if TYPE_CHECKING:
+    from vatel_edge.audio.wakeword import GatedWakeWord
 
 PROBE_PERIOD_MS = 20
 
@@ -79,8 +82,10 @@ async def mic_test(
     seconds: float,
     out: TextIO,
     vad: Callable[[bytes], tuple[bool, float]] | None = None,
+    wake_word: GatedWakeWord | None = None,
 ) -> int:
-    """Print one level line per captured frame (dBFS, meter, VAD decision) for `seconds`; frames seen."""
+    """Print one level line per captured frame (dBFS, meter, VAD decision, and with `wake_word` the wake-word
+    probability, which is 0 while the VAD hears no voice) for `seconds`; frames seen."""
     frames = 0
     async with Capture(cfg) as capture:
         loop = asyncio.get_running_loop()
@@ -91,7 +96,11 @@ async def mic_test(
             except TimeoutError:
                 break
             frames += 1
-            if vad is not None:
+            if wake_word is not None:
+                voiced, level, r = wake_word.process(frame.pcm)
+                decision = (" voice" if voiced else " -    ") + f" wake word {r.probability:4.2f}"
+                decision += f" WAKE: {r.word}" if r.word else ""
+            elif vad is not None:
                 voiced, level = vad(frame.pcm)
                 decision = " voice" if voiced else " -"
             else:
