@@ -20,9 +20,9 @@ APT_BUILD_PACKAGES=(python3-venv python3-dev gcc pkg-config libasound2-dev libsy
 APT_RUNTIME_PACKAGES=(libasound2 libspeexdsp1 alsa-utils)
 APT_PACKAGES=("${APT_BUILD_PACKAGES[@]}" "${APT_RUNTIME_PACKAGES[@]}")
 # The user-facing extras of vatel-edge (pyproject.toml [project.optional-dependencies]), all installed: aec is
-# the WebRTC echo canceller, wakeword the on-device wake word. An extra pyproject.toml does not declare (yet)
-# is skipped. Adding an extra to the product is one word here.
-EXTRAS=(aec wakeword)
+# the WebRTC echo canceller, wakeword the on-device wake word, mqtt the MQTT bridge and metrics file. An extra
+# pyproject.toml does not declare (yet) is skipped. Adding an extra to the product is one word here.
+EXTRAS=(aec wakeword mqtt)
 
 usage() {
   cat <<'EOF'
@@ -36,6 +36,9 @@ and the systemd unit, then enables and starts the service.
 Options:
   --key-file FILE     read the organization API key from FILE (default: $ORG_API_KEY; on a terminal the
                       installer asks when no key is installed yet). Never pass the key itself as an argument.
+  --mqtt-password-file FILE
+                      install FILE's first line as /etc/vatel-edge/mqtt_password (0600 root:root), given to the
+                      service as the systemd credential mqtt_password (the [mqtt] broker password)
   --no-apt            do not install Debian packages
   --no-venv           do not create or update the venv
   --no-deps           pip-install vatel-edge alone (its dependencies must already be there)
@@ -57,6 +60,7 @@ die() { printf 'install: error: %s\n' "$*" >&2; exit 2; }
 
 ROOT=""
 KEY_FILE=""
+MQTT_PASSWORD_FILE=""
 DO_APT=1
 DO_VENV=1
 NO_DEPS=0
@@ -71,6 +75,10 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --key-file) [ $# -ge 2 ] || die "--key-file needs a file"; KEY_FILE="$2"; shift 2 ;;
     --key-file=*) KEY_FILE="${1#*=}"; shift ;;
+    --mqtt-password-file) [ $# -ge 2 ] || die "--mqtt-password-file needs a file"; MQTT_PASSWORD_FILE="$2"; shift 2 ;;
+    --mqtt-password-file=*) MQTT_PASSWORD_FILE="${1#*=}"; shift ;;
+    --mqtt-password|--mqtt-password=*)
+      die "the MQTT password is not accepted on the command line; use --mqtt-password-file" ;;
     --no-apt) DO_APT=0; shift ;;
     --no-venv) DO_VENV=0; shift ;;
     --no-deps) NO_DEPS=1; shift ;;
@@ -119,6 +127,8 @@ UNIT_DIR="$ROOT/etc/systemd/system"
 UNIT="$UNIT_DIR/$NAME.service"
 DROPIN_DIR="$UNIT_DIR/$NAME.service.d"
 GROUPS_DROPIN="$DROPIN_DIR/10-groups.conf"
+MQTT_PASSWORD_PATH="$ETC/mqtt_password"
+MQTT_DROPIN="$DROPIN_DIR/20-mqtt-password.conf"
 CLI_LINK="$ROOT/usr/local/bin/$NAME"
 CHANGED=0
 ENABLED_OFFLINE=0
@@ -278,6 +288,12 @@ unset ORG_API_KEY
 KEY="${KEY#"${KEY%%[![:space:]]*}"}"
 KEY="${KEY%"${KEY##*[![:space:]]}"}"
 if [ -n "$KEY_FILE" ] && [ -z "$KEY" ]; then die "key file $KEY_FILE is empty"; fi
+MQTT_PASSWORD=""
+if [ -n "$MQTT_PASSWORD_FILE" ]; then
+  [ -r "$MQTT_PASSWORD_FILE" ] || die "cannot read MQTT password file $MQTT_PASSWORD_FILE"
+  IFS= read -r MQTT_PASSWORD < "$MQTT_PASSWORD_FILE" || true   # builtin: the password is in no argv
+  [ -n "$MQTT_PASSWORD" ] || die "MQTT password file $MQTT_PASSWORD_FILE is empty"
+fi
 
 # --------------------------------------------------------------------------- Debian packages
 
@@ -407,6 +423,21 @@ elif [ -s "$KEY_PATH" ]; then
 fi
 KEY=""
 
+if [ -n "$MQTT_PASSWORD" ]; then
+  if [ -f "$MQTT_PASSWORD_PATH" ] && [ "$(< "$MQTT_PASSWORD_PATH")" = "$MQTT_PASSWORD" ]; then
+    say "unchanged: ${MQTT_PASSWORD_PATH#"$ROOT"}"
+  else
+    tmp_pw="$(umask 077 && mktemp "$ETC/.mqtt_password.XXXXXX")"
+    printf '%s\n' "$MQTT_PASSWORD" > "$tmp_pw"
+    chmod 0600 "$tmp_pw"
+    mv -f "$tmp_pw" "$MQTT_PASSWORD_PATH"
+    say "installed: ${MQTT_PASSWORD_PATH#"$ROOT"} (mode 0600, root only)"
+    CHANGED=1
+  fi
+  run_priv chown root:root "$MQTT_PASSWORD_PATH"
+fi
+MQTT_PASSWORD=""
+
 # --------------------------------------------------------------------------- systemd unit
 
 mkdir -p "$UNIT_DIR"
@@ -420,6 +451,17 @@ else
   printf '%s\n' "# Written by scripts/install.sh: this system has no gpio group." "[Service]" \
     "SupplementaryGroups=" "SupplementaryGroups=audio" > "$dropin"
   install_file "$dropin" "$GROUPS_DROPIN" 0644
+  rm -f "$dropin"
+fi
+
+if [ -s "$MQTT_PASSWORD_PATH" ]; then
+  # The broker password as the credential mqtt_password (a drop-in: LoadCredential= of a missing file would
+  # stop the unit from starting on devices without MQTT).
+  mkdir -p "$DROPIN_DIR"
+  dropin="$(mktemp)"
+  printf '%s\n' "# Written by scripts/install.sh --mqtt-password-file: the [mqtt] broker password." "[Service]" \
+    "LoadCredential=mqtt_password:/etc/$NAME/mqtt_password" > "$dropin"
+  install_file "$dropin" "$MQTT_DROPIN" 0644
   rm -f "$dropin"
 fi
 

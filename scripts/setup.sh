@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev
       alsa-utils pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox shellcheck libspeexdsp1
-      pocketsphinx-testdata)  # recorded human speech for the tests (vatel_edge/devkit/speech.py)
+      pocketsphinx-testdata   # recorded human speech for the tests (vatel_edge/devkit/speech.py)
+      mosquitto mosquitto-clients)  # the real MQTT broker and an outside consumer for tests/mqtt
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -28,7 +29,7 @@ stamp=.venv/.vatel-edge-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing vatel-edge and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev,aec,wakeword]'
+  .venv/bin/python -m pip install -q -e '.[dev,aec,wakeword,mqtt]'
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"

@@ -217,7 +217,7 @@ class Daemon:
         check_duplex(self.cfg)  # ConfigError at start: a named echo engine missing, or local barge-in without one
         try:
             async with open_runtime(self.cfg, api_key=self._api_key, notifier=self.notifier, control=self._control,
-                                    clock=self._clock) as rt:
+                                    clock=self._clock, daemon=self) as rt:
                 self.runtime = rt
                 tasks = TaskSet()
                 try:

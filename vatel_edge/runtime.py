@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from vatel_edge.audio.aec_path import EchoPath, open_echo_path
 from vatel_edge.audio.capture import Capture
@@ -31,6 +31,9 @@ from vatel_edge.notify import Notifier, Watchdog
 from vatel_edge.token import TokenProvider
 from vatel_edge.tools.registry import ToolRegistry
 from vatel_edge.wake import WakeGate
+
+if TYPE_CHECKING:
+    from vatel_edge.mqtt.model import DaemonApi
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,6 +101,7 @@ async def open_runtime(
     notifier: Notifier,
     control: ControlHandler,
     clock: Callable[[], float] = time.monotonic,
+    daemon: DaemonApi | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open every component of `cfg` in order; close them in reverse when the block ends."""
     async with AsyncExitStack() as stack:
@@ -144,6 +148,10 @@ async def open_runtime(
         watchdog = await stack.enter_async_context(
             Watchdog(notifier, mic.last_frame_at, max_frame_age_s=max(2.0, 10 * cfg.audio.frame_ms / 1000.0))
         )
+        if daemon is not None and (cfg.mqtt.enabled or cfg.metrics.textfile):
+            from vatel_edge.mqtt import enter_fleet_links  # only when configured: aiomqtt, prometheus-client
+
+            await enter_fleet_links(stack, cfg, daemon)  # MQTT bridge, metrics file (closed first)
         yield Runtime(cfg, gpio, tools, tokens, echo, player, capture, mic, sounds, watchdog, button)
 
 

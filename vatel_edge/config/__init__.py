@@ -11,7 +11,7 @@ Nothing here imports the protocol codec or the devkit.
 from __future__ import annotations
 
 from vatel_edge.config.check import ConfigCheck, check_config
-from vatel_edge.config.credentials import CREDENTIAL_NAME, read_api_key
+from vatel_edge.config.credentials import CREDENTIAL_NAME, read_api_key, read_mqtt_password
 from vatel_edge.config.load import DEFAULT_CONFIG_PATH, config_from_dict, load_config, loads_config
 from vatel_edge.config.schema import (
     SECTIONS,
@@ -21,6 +21,8 @@ from vatel_edge.config.schema import (
     FeedbackConfig,
     GpioConfig,
     LogConfig,
+    MetricsConfig,
+    MqttConfig,
     SessionConfig,
     VatelConfig,
     WakeConfig,
@@ -39,6 +41,8 @@ __all__ = [
     "FeedbackConfig",
     "GpioConfig",
     "LogConfig",
+    "MetricsConfig",
+    "MqttConfig",
     "Problems",
     "SessionConfig",
     "VatelConfig",
@@ -53,4 +57,5 @@ __all__ = [
     "opt",
     "parse_section",
     "read_api_key",
+    "read_mqtt_password",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vatel_edge.config.credentials import read_api_key
+from vatel_edge.config.credentials import read_api_key, read_mqtt_password
 from vatel_edge.config.load import decode_config, loads_config, read_config_bytes
 from vatel_edge.config.schema import Config, VatelConfig
 from vatel_edge.config.validate import Problems, parse_section_partial
@@ -56,6 +56,11 @@ def check_config(path: str, *, environ: Mapping[str, str] | None = None) -> Conf
     if vatel is not None:
         try:
             read_api_key(vatel, environ)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if cfg is not None and cfg.mqtt.enabled:
+        try:
+            read_mqtt_password(cfg.mqtt, environ)
         except ConfigError as exc:
             problems.extend(exc.problems)
     return ConfigCheck(path, cfg, tuple(problems))

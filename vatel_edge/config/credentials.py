@@ -10,7 +10,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from vatel_edge.config.schema import VatelConfig
+from vatel_edge.config.schema import MqttConfig, VatelConfig
 from vatel_edge.errors import ConfigError
 
 CREDENTIAL_NAME = "org_api_key"
@@ -29,9 +29,9 @@ def _read_key_file(label: str, path: Path) -> str:
         st = os.fstat(fd)  # the file we opened, not whatever the path names a moment later
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"{label}: {path} is not a regular file")
-        if label == "vatel.api_key_file" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if label.endswith("_file") and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):  # a config key, not systemd's
             raise ConfigError(
-                f"vatel.api_key_file: {path} is accessible by group or others "
+                f"{label}: {path} is accessible by group or others "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it: chmod 600 it"
             )
         chunks: list[bytes] = []
@@ -89,3 +89,25 @@ def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -
         f"vatel.api_key_env: environment variable {vatel.api_key_env} is not set "
         "(and no vatel.api_key_file or systemd credential was found)"
     )
+
+
+MQTT_CREDENTIAL_NAME = "mqtt_password"
+
+
+def read_mqtt_password(mqtt: MqttConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The broker password: mqtt.password_file (refused when group/world-accessible), else the systemd
+    credential mqtt_password, else None (no password). Never in argv, never in an error."""
+    env = os.environ if environ is None else environ
+    if mqtt.password_file:
+        path = Path(mqtt.password_file)
+        if not path.exists():
+            raise ConfigError(f"mqtt.password_file: {path} does not exist")
+        label = "mqtt.password_file"
+    elif env.get("CREDENTIALS_DIRECTORY") and (Path(env["CREDENTIALS_DIRECTORY"]) / MQTT_CREDENTIAL_NAME).exists():
+        path, label = Path(env["CREDENTIALS_DIRECTORY"]) / MQTT_CREDENTIAL_NAME, "$CREDENTIALS_DIRECTORY"
+    else:
+        return None
+    password = _read_key_file(label, path)
+    if not password:
+        raise ConfigError(f"{label}: {path} is empty")
+    return password

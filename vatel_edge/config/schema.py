@@ -187,6 +187,73 @@ class GpioConfig:
     backend: str = opt("gpiod", "gpiod (real lines) or fake (records, for tests and demos).", choices=("gpiod", "fake"))
 
 
+@dataclass(frozen=True)
+class MqttConfig:
+    """[mqtt]: the MQTT bridge (state, events, commands, Home Assistant discovery); off by default."""
+
+    enabled: bool = opt(False, "Run the MQTT bridge (needs the mqtt extra: aiomqtt).")
+    url: str = opt(
+        "mqtts://localhost:8883",
+        "Broker URL, mqtts://HOST[:PORT] (TLS, verified) or mqtt://HOST[:PORT] (loopback only unless "
+        "allow_insecure).",
+    )
+    allow_insecure: bool = opt(False, "Allow plain mqtt:// to non-loopback brokers.")
+    username: str | None = opt(None, "Broker user name.", echo=False)
+    password_file: str | None = opt(
+        None,
+        "File holding the broker password (mode 0600/0400). $CREDENTIALS_DIRECTORY/mqtt_password is also read.",
+        pattern=r"/.*",
+        pattern_doc="an absolute path",
+        echo=False,
+    )
+    ca_file: str | None = opt(
+        None, "CA certificate(s) to verify the broker with (default: the system's).", pattern=r"/.*",
+        pattern_doc="an absolute path",
+    )
+    client_cert: str | None = opt(
+        None, "Client certificate for TLS client authentication (with client_key).", pattern=r"/.*",
+        pattern_doc="an absolute path",
+    )
+    client_key: str | None = opt(
+        None, "Private key of client_cert.", pattern=r"/.*", pattern_doc="an absolute path", echo=False
+    )
+    device_id: str | None = opt(
+        None,
+        "This device's id in topics and discovery (default: derived from /etc/machine-id, stable, not the MAC).",
+        pattern=r"[A-Za-z0-9_-]{1,64}",
+        pattern_doc="1-64 letters, digits, _ or -",
+    )
+    base_topic: str = opt(
+        "vatel-edge", "Topic prefix: {base_topic}/{device_id}/...", pattern=r"[^/+#\x00]+(/[^/+#\x00]+)*",
+        pattern_doc="a topic without wildcards or leading/trailing /",
+    )
+    discovery_prefix: str = opt(
+        "homeassistant", "Home Assistant discovery prefix; empty disables discovery.",
+        pattern=r"([^/+#\x00]+(/[^/+#\x00]+)*)?", pattern_doc="a topic without wildcards, or empty",
+    )
+    keepalive_s: int = opt(30, "MQTT keepalive; the broker publishes the last will after 1.5x this.", min=5, max=3600)
+    include_transcripts: bool = opt(
+        False, "Event messages also carry their text (transcripts, tool arguments and outputs)."
+    )
+    max_commands_per_s: float = opt(
+        10.0, "Commands handled per second (a burst of twice as many); the rest are dropped.", min=0.1, max=1000
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: fleet metrics for node_exporter's textfile collector, without MQTT; off by default."""
+
+    textfile: str | None = opt(
+        None,
+        "Write Prometheus metrics here atomically (e.g. /var/lib/prometheus/node-exporter/vatel_edge.prom; "
+        "needs the metrics extra).",
+        pattern=r"/.*\.prom",
+        pattern_doc="an absolute path ending in .prom",
+    )
+    interval_s: float = opt(5.0, "How often the metrics file is rewritten.", min=1, max=300)
+
+
 SECTIONS: dict[str, type[Any]] = {
     "vatel": VatelConfig,
     "audio": AudioConfig,
@@ -196,6 +263,8 @@ SECTIONS: dict[str, type[Any]] = {
     "log": LogConfig,
     "control": ControlConfig,
     "gpio": GpioConfig,
+    "mqtt": MqttConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -211,5 +280,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tools: Mapping[str, ToolSpec] = field(default_factory=dict)
     path: str | None = None

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from vatel_edge.config.schema import SECTIONS, AudioConfig, VatelConfig, WakeConfig
+from vatel_edge.config.schema import SECTIONS, AudioConfig, MqttConfig, VatelConfig, WakeConfig
 from vatel_edge.errors import ConfigError
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -220,6 +220,32 @@ def _check_vatel(v: VatelConfig) -> list[str]:
     return []
 
 
+def _check_mqtt(m: MqttConfig) -> list[str]:
+    """The broker URL: mqtt(s)://HOST[:PORT], no credentials; plain mqtt only to loopback unless allowed."""
+    shown = describe_value(m.url)
+    try:
+        parts = urlsplit(m.url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return [f"mqtt.url: expected mqtts://HOST[:PORT], got {shown} ({exc})"]
+    if parts.scheme not in ("mqtts", "mqtt") or not hostname:
+        return [f"mqtt.url: expected mqtts://HOST[:PORT] or mqtt://HOST[:PORT], got {shown}"]
+    if parts.username is not None or parts.password is not None:
+        return ["mqtt.url: must not contain user:password@ (use mqtt.username and mqtt.password_file)"]
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return [f"mqtt.url: must not have a path, query or fragment, got {shown}"]
+    problems = []
+    if parts.scheme == "mqtt" and not m.allow_insecure and not _is_loopback(hostname):
+        problems.append(f"mqtt.url: plain mqtt:// to non-loopback host {hostname!r} is refused; use mqtts://, or "
+                        "set mqtt.allow_insecure = true")
+    if parts.scheme == "mqtt" and (m.ca_file or m.client_cert or m.client_key):
+        problems.append("mqtt.url: mqtt.ca_file, client_cert and client_key need an mqtts:// URL")
+    if bool(m.client_cert) != bool(m.client_key):
+        problems.append("mqtt.client_cert: client_cert and client_key go together")
+    return problems
+
+
 def check_cross(sections: Mapping[str, Any], failed: set[str], problems: Problems) -> None:
     """Checks between keys; each runs only when every key it reads is valid (or defaulted)."""
 
@@ -246,6 +272,9 @@ def check_cross(sections: Mapping[str, Any], failed: set[str], problems: Problem
         )
     if ok("wake.mode", "wake.button_line") and wake.mode == "button" and not wake.button_line:
         problems.add("wake.button_line", 'required when wake.mode = "button"')
+    mqtt: MqttConfig = get("mqtt")
+    if ok("mqtt.url", "mqtt.allow_insecure", "mqtt.ca_file", "mqtt.client_cert", "mqtt.client_key"):
+        problems.extend(_check_mqtt(mqtt))
     audio: AudioConfig = get("audio")
     if (
         ok("audio.playback_buffer_ms", "audio.playback_period_ms")
