@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vatel_edge.config.feedback import check_feedback
 from vatel_edge.config.schema import SECTIONS, Config
 from vatel_edge.config.tools import ToolSpec, parse_tools
 from vatel_edge.config.validate import Problems, check_cross, parse_section_partial, unknown_top_level
@@ -26,11 +27,12 @@ def config_from_dict(raw: Mapping[str, Any], path: str | None = None) -> Config:
         if key not in SECTIONS and key != "tools":
             problems.extend([unknown_top_level(str(key), value)])
     for name, cls in SECTIONS.items():
-        if name not in raw and name != "vatel":
+        table = _section_table(raw, name)
+        if table is None and name != "vatel":
             continue
-        section, section_failed = parse_section_partial(name, cls, raw.get(name, {}), problems)
+        section, section_failed = parse_section_partial(name, cls, {} if table is None else table, problems)
         if section is not None:
-            sections[name] = section
+            sections[name.replace(".", "_")] = section
         failed |= section_failed
     tools: Mapping[str, ToolSpec] = {}
     try:
@@ -38,8 +40,22 @@ def config_from_dict(raw: Mapping[str, Any], path: str | None = None) -> Config:
     except ConfigError as exc:
         problems.extend(exc.problems)
     check_cross(sections, failed, problems)
+    problems.extend(check_feedback(sections, tools))
     problems.raise_if_any()
     return Config(**sections, tools=tools, path=path)
+
+
+def _section_table(raw: Mapping[str, Any], name: str) -> Any:
+    """The TOML table of section `name` ("feedback.leds" is [feedback] leds), without its nested sections'
+    tables; None when the file has none (or its parent is no table: that is the parent's problem)."""
+    head, _, tail = name.partition(".")
+    table: Any = raw.get(head)
+    if tail:
+        table = table.get(tail) if isinstance(table, dict) else None
+    if not isinstance(table, dict):
+        return table
+    nested = {n.partition(".")[2] for n in SECTIONS if n.startswith(name + ".")}
+    return {k: v for k, v in table.items() if k not in nested}
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -166,6 +166,79 @@ class FeedbackConfig:
     error_sound: str | None = opt(None, "WAV played when the service is unreachable.")
 
 
+#: One LED setting: "" (every LED off) or LINE:PATTERN items, comma-separated; PATTERN on, off, blink or
+#: blink:PERIOD_MS. Parsed (and the periods checked) by config/feedback.py.
+_LED_ITEM = r"[A-Za-z0-9_-]+:(?:on|off|blink(?::[0-9]{1,5})?)"
+LED_PATTERN = rf"(?:{_LED_ITEM}(?:\s*,\s*{_LED_ITEM})*)?"
+_LED_DOC = "LINE:PATTERN items, comma-separated (PATTERN on, off, blink or blink:PERIOD_MS), or empty"
+
+
+def _led(state: str) -> Any:
+    return opt("", f"LEDs while {state}: e.g. \"17:on, 27:blink\"; LED lines not named are off.",
+               pattern=LED_PATTERN, pattern_doc=_LED_DOC)
+
+
+@dataclass(frozen=True)
+class LedsConfig:
+    """[feedback.leds]: state LEDs on GPIO output lines (claimed like tool lines: one owner per line)."""
+
+    chip: str = opt("gpiochip0", "gpiochip path or name of the LED lines.")
+    active_low: bool = opt(False, "An LED lights when its line is driven low.")
+    blink_period_ms: int = opt(600, "Period of blink without its own period (lit for half of it).", min=100, max=10_000)
+    listening: str = _led("listening for a wake")
+    connecting: str = _led("connecting after a wake")
+    in_session: str = _led("in a session (the user's turn)")
+    agent_speaking: str = _led("the agent speaks")
+    muted: str = _led("muted (privacy mute, any state)")
+    offline: str = _led("listening but the service is unreachable")
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    """[feedback.hooks]: a command run on each visible state change (LED rings, displays)."""
+
+    command: tuple[str, ...] = opt(
+        (), "argv run on each state change (no shell); {old} and {new} are replaced; empty: no hook."
+    )
+    timeout_s: float = opt(5.0, "A hook still running after this long is killed (its process group).", min=0.1,
+                           max=300)
+    cwd: str = opt("/", "Working directory of the hook.", pattern=r"/.*", pattern_doc="an absolute path")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """[privacy]: the hardware mute switch (its position wins over software mute and unmute)."""
+
+    mute_switch_chip: str = opt("gpiochip0", "gpiochip path or name of the mute switch.")
+    mute_switch_line: str = opt("", "Line offset or name of the mute switch; empty: no switch.")
+    mute_switch_active_low: bool = opt(True, "The switch at mute pulls the line low.")
+    mute_switch_bias: str = opt("as_is", "Bias of the switch line.", choices=("as_is", "pull_up", "pull_down",
+                                                                            "disabled"))
+
+
+@dataclass(frozen=True)
+class ButtonsConfig:
+    """[buttons]: optional push buttons for volume and talk/stop (debounced like the wake button)."""
+
+    chip: str = opt("gpiochip0", "gpiochip path or name of the button lines.")
+    active_low: bool = opt(True, "A pressed button pulls its line low.")
+    debounce_ms: int = opt(50, "Debounce period of every button.", min=0, max=1000)
+    volume_up_line: str = opt("", "Line of the volume-up button; empty: none.")
+    volume_down_line: str = opt("", "Line of the volume-down button; empty: none.")
+    volume_step: int = opt(10, "Volume change per press (the volume is 0..100).", min=1, max=50)
+    talk_line: str = opt("", "Line of the talk/stop button (start a session, cut the agent, end); empty: none.")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """[state]: what survives a restart (the volume)."""
+
+    directory: str = opt(
+        "", "Directory kept across restarts; empty: $STATE_DIRECTORY (systemd's StateDirectory=), else none.",
+        pattern=r"(/.*)?", pattern_doc="an absolute path or empty",
+    )
+
+
 @dataclass(frozen=True)
 class LogConfig:
     """[log]: logging."""
@@ -260,6 +333,11 @@ SECTIONS: dict[str, type[Any]] = {
     "wake": WakeConfig,
     "session": SessionConfig,
     "feedback": FeedbackConfig,
+    "feedback.leds": LedsConfig,
+    "feedback.hooks": HooksConfig,
+    "privacy": PrivacyConfig,
+    "buttons": ButtonsConfig,
+    "state": StateConfig,
     "log": LogConfig,
     "control": ControlConfig,
     "gpio": GpioConfig,
@@ -277,6 +355,11 @@ class Config:
     wake: WakeConfig = field(default_factory=WakeConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    feedback_leds: LedsConfig = field(default_factory=LedsConfig)  # [feedback.leds]
+    feedback_hooks: HooksConfig = field(default_factory=HooksConfig)  # [feedback.hooks]
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    buttons: ButtonsConfig = field(default_factory=ButtonsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     log: LogConfig = field(default_factory=LogConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
@@ -284,3 +367,9 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tools: Mapping[str, ToolSpec] = field(default_factory=dict)
     path: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        """A nested section by its TOML name: getattr(cfg, "feedback.leds") is cfg.feedback_leds."""
+        if "." in name:
+            return getattr(self, name.replace(".", "_"))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
