@@ -168,9 +168,11 @@ class Daemon:
         return True
 
     def set_volume(self, level: int) -> None:
-        """Agent audio volume 0..100 (100 = the configured audio.volume)."""
+        """Agent audio volume 0..100 (100 = the configured audio.volume); feedback/ keeps it across restarts."""
         if self.runtime is not None:
-            self.runtime.player.set_volume(self.cfg.audio.volume * max(0, min(100, level)) / 100.0)
+            level = max(0, min(100, level))
+            self.runtime.player.set_volume(self.cfg.audio.volume * level / 100.0)
+            self._emit("volume", f"volume {level}", level=level)
 
     async def wait_state(self, state: State, timeout: float) -> None:
         """Wait until the state machine enters `state` (tests, demo)."""

@@ -2,7 +2,8 @@
 
 The components are entered in dependency order on one AsyncExitStack and closed in reverse: GPIO, tools
 (which request their output lines), the token provider, the echo path, the player, the microphone path and
-the capture it is the sink of, the control socket, the wake button, the watchdog. Every field of the frozen
+the capture it is the sink of, the control socket, the wake button, the device feedback (LEDs, hook, mute
+switch, buttons), the watchdog. Every field of the frozen
 `Runtime` exists while the block runs; a SIGHUP reload closes the runtime and opens a new one between
 sessions.
 """
@@ -26,6 +27,7 @@ from vatel_edge.audio.wav import load_wav
 from vatel_edge.config import Config
 from vatel_edge.control import ControlHandler, ControlServer
 from vatel_edge.errors import VatelEdgeError
+from vatel_edge.feedback import DeviceFeedback
 from vatel_edge.gpio import ButtonWatch, GpioBackend, make_gpio_backend
 from vatel_edge.notify import Notifier, Watchdog
 from vatel_edge.token import TokenProvider
@@ -78,6 +80,7 @@ class Runtime:
     sounds: Sounds
     watchdog: Watchdog
     button: ButtonWatch | None  # wake.mode = "button" only
+    feedback: DeviceFeedback | None  # LEDs, hook, mute switch, buttons, kept volume (None: opened without a daemon)
 
     def stats(self) -> dict[str, Any]:
         """The components' statistics for `vatel-edge status`: capture, player, echo, tokens, token_status."""
@@ -144,6 +147,10 @@ async def open_runtime(
                 gpio.watch_button(w.button_chip, w.button_line, active_low=w.button_active_low,
                                   debounce_ms=w.debounce_ms)
             )
+        feedback: DeviceFeedback | None = None  # after the tools and the wake button (a shared line names both)
+        if daemon is not None:  # before READY: the mute switch is read before the daemon listens
+            feedback = await stack.enter_async_context(
+                DeviceFeedback(cfg, daemon, gpio, player=player, mic=mic, tokens=tokens))
         # Pings stop when frames stop arriving, and when the microphone path that routes them failed.
         watchdog = await stack.enter_async_context(
             Watchdog(notifier, mic.last_frame_at, max_frame_age_s=max(2.0, 10 * cfg.audio.frame_ms / 1000.0))
@@ -152,7 +159,7 @@ async def open_runtime(
             from vatel_edge.mqtt import enter_fleet_links  # only when configured: aiomqtt, prometheus-client
 
             await enter_fleet_links(stack, cfg, daemon)  # MQTT bridge, metrics file (closed first)
-        yield Runtime(cfg, gpio, tools, tokens, echo, player, capture, mic, sounds, watchdog, button)
+        yield Runtime(cfg, gpio, tools, tokens, echo, player, capture, mic, sounds, watchdog, button, feedback)
 
 
 def _log_duplex(cfg: Config, echo: EchoPath | None, local_barge_in: bool, by_word: bool = False) -> None:
