@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="state and counters of the running daemon")
     _add_config(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("events", help="follow the running daemon's state changes and events as JSON lines")
+    _add_config(p)
+    p = sub.add_parser("mute", help="privacy mute: no wake, no session, no microphone audio leaves the device")
+    _add_config(p)
+    p = sub.add_parser("unmute", help="lift a software mute (not one of the hardware mute switch)")
+    _add_config(p)
     p = sub.add_parser("tool", help="run one configured tool exactly as the agent would")
     _add_config(p)
     p.add_argument("name")
@@ -207,6 +213,31 @@ async def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_events(args: argparse.Namespace) -> int:
+    from vatel_edge.control import event_stream
+
+    async for event in event_stream(_socket_path(args)):
+        sys.stdout.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+    print("vatel-edge: the daemon closed the event stream (stopped or reloaded)", file=sys.stderr)
+    return 1
+
+
+async def _cmd_mute(args: argparse.Namespace) -> int:
+    from vatel_edge.control import control_request
+
+    muted = args.command == "mute"
+    reply = await control_request(_socket_path(args), {"cmd": args.command})
+    if "muted" not in reply:
+        print(f"vatel-edge: {reply.get('error', 'no answer')}", file=sys.stderr)
+        return 1
+    if reply.get("ok"):
+        print("muted" if muted else "unmuted")
+        return 0
+    print("still muted: the hardware mute switch is at mute (it wins over software)", file=sys.stderr)
+    return 1
+
+
 async def _cmd_tool(args: argparse.Namespace) -> int:
     from vatel_edge.tools.cli import run_tool_command
 
@@ -228,6 +259,9 @@ COMMANDS = {
     "speaker-test": _cmd_speaker_test,
     "trigger": _cmd_trigger,
     "status": _cmd_status,
+    "events": _cmd_events,
+    "mute": _cmd_mute,
+    "unmute": _cmd_mute,
     "tool": _cmd_tool,
     "demo": _cmd_demo,
 }

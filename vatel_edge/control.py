@@ -4,6 +4,12 @@ Requests are objects with a "cmd" string, e.g. {"cmd": "trigger"}, {"cmd": "stat
 responses are objects with "ok" (true/false) and, on failure, "error". The daemon supplies the handler;
 `ControlServer` owns the socket, limits and error containment; `control_request` is the CLI's client.
 
+{"cmd": "events"} is the one streaming request: the answer {"ok": true, "events": true} is followed by one
+line per daemon event (events.DaemonEvent.to_dict) until the client closes the connection. A subscriber that
+falls behind (the hub's bounded queue, or a write that cannot finish within STREAM_WRITE_TIMEOUT_S) gets a
+last {"ok": false, "error": "dropped: ..."} line if it still can and is disconnected; the daemon never waits
+for it. At most MAX_SUBSCRIBERS streams at once, apart from the request limit. `event_stream` is the client.
+
 The socket file is mode 0660 (service user and group; never writable by others) and is created under a
 temporary name and renamed into place, so it is never reachable with looser permissions.
 """
@@ -19,11 +25,12 @@ import os
 import socket
 import stat
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from vatel_edge.errors import ControlError, VatelEdgeError
+from vatel_edge.events import EventHub, Subscription
 from vatel_edge.lifecycle import AsyncClosing, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,12 @@ HANDLER_TIMEOUT_S: Final = 10.0
 MAX_CONNECTIONS: Final = 16
 SOCKET_MODE: Final = 0o660
 DIR_MODE: Final = 0o755
+MAX_SUBSCRIBERS: Final = 8
+#: A subscriber whose socket takes no more of the stream for this long is dropped.
+STREAM_WRITE_TIMEOUT_S: Final = 5.0
+EVENTS_CMD: Final = "events"
+#: On close, how long streams get to end by themselves before they are cancelled.
+STREAM_CLOSE_S: Final = 1.0
 
 ControlHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -65,8 +78,16 @@ class ControlServer(AsyncClosing):
         read_timeout_s: float = READ_TIMEOUT_S,
         handler_timeout_s: float = HANDLER_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        events: EventHub | None = None,
+        max_subscribers: int = MAX_SUBSCRIBERS,
+        stream_write_timeout_s: float = STREAM_WRITE_TIMEOUT_S,
     ) -> None:
         self.path = path
+        self._events = events
+        self._max_subscribers = max_subscribers
+        self._stream_write_timeout_s = stream_write_timeout_s
+        self._streams: set[asyncio.Task[None]] = set()
+        self._subscriptions: set[Subscription] = set()
         self._handler = handler
         self._max_request_bytes = max_request_bytes
         self._read_timeout_s = read_timeout_s
@@ -96,7 +117,11 @@ class ControlServer(AsyncClosing):
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        await cancel_and_wait(*self._connections)
+        for sub in list(self._subscriptions):
+            sub.close()  # each stream ends by itself (a cancelled connection task upsets asyncio's streams)
+        if self._streams:
+            await asyncio.wait(set(self._streams), timeout=STREAM_CLOSE_S)
+        await cancel_and_wait(*self._connections, *self._streams)
         if server is not None:
             await server.wait_closed()
         self._unlink()
@@ -178,18 +203,32 @@ class ControlServer(AsyncClosing):
             if busy:
                 response = _error("busy: too many control requests at once; try again")
             else:
-                response = await self._serve(reader)
+                request, response = await self._read_request(reader)
+                if request is not None and request["cmd"] == EVENTS_CMD and self._events is not None:
+                    self._connections.discard(task)  # a stream holds no request slot
+                    await self._stream(self._events, reader, writer, task)
+                    return
+                if request is not None:
+                    response = await self._call_handler(request["cmd"], request)
             writer.write(_encode(response))
             await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.debug("control client went away: %s", exc.__class__.__name__)
         finally:
             self._connections.discard(task)
+            self._streams.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(the request object with a "cmd" string, or None and the error response)."""
+        request, error = None, await self._parse_request(reader)
+        if "cmd" in error:
+            request, error = error, {}
+        return request, error
+
+    async def _parse_request(self, reader: asyncio.StreamReader) -> dict[str, Any]:
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), self._read_timeout_s)
         except asyncio.IncompleteReadError as exc:
@@ -209,7 +248,45 @@ class ControlServer(AsyncClosing):
         cmd = request.get("cmd")
         if not isinstance(cmd, str) or not cmd:
             return _error('bad request: "cmd" must be a non-empty string')
-        return await self._call_handler(cmd, request)
+        return request
+
+    # ------------------------------------------------------------------ the event stream
+
+    async def _stream(self, hub: EventHub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      task: asyncio.Task[None]) -> None:
+        """Serve one `events` subscriber until it leaves or is dropped (see the module docstring)."""
+        if len(self._streams) >= self._max_subscribers:
+            writer.write(_encode(_error(f"busy: {self._max_subscribers} event subscribers already")))
+            await writer.drain()
+            return
+        self._streams.add(task)
+        sub = hub.subscribe()
+        self._subscriptions.add(sub)
+        writer.write(_encode({"ok": True, "events": True}))
+        pump = asyncio.ensure_future(self._pump(sub, writer))
+        left = asyncio.ensure_future(_until_eof(reader))
+        try:
+            await asyncio.wait({pump, left}, return_when=asyncio.FIRST_COMPLETED)
+            reason = pump.result() if pump.done() else None  # else: the client left
+        finally:
+            sub.close()
+            self._subscriptions.discard(sub)
+            await cancel_and_wait(pump, left)
+        if reason is not None:
+            log.warning("event subscriber dropped: %s", reason)
+            writer.write(_encode(_error(f"dropped: {reason}")))  # best effort: nobody waits for it
+            writer.transport.abort()
+
+    async def _pump(self, sub: Subscription, writer: asyncio.StreamWriter) -> str | None:
+        """Write events as they come; why the subscriber is dropped, or None when the stream just ended."""
+        async for event in sub:
+            writer.write(_encode(event.to_dict()))
+            try:
+                async with asyncio.timeout(self._stream_write_timeout_s):
+                    await writer.drain()
+            except TimeoutError:
+                return f"its socket took nothing for {self._stream_write_timeout_s:g} s"
+        return "it fell behind by the hub's whole queue" if sub.dropped else None
 
     async def _call_handler(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -245,9 +322,10 @@ async def control_request(path: str, request: Mapping[str, Any], timeout: float 
         raise ControlError(f"vatel-edge did not answer on {path} within {timeout:g} s") from None
 
 
-async def _exchange(path: str, request: Mapping[str, Any]) -> dict[str, Any]:
+async def _connect(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the control socket; ControlError saying why there is none."""
     try:
-        reader, writer = await asyncio.open_unix_connection(path, limit=MAX_RESPONSE_BYTES)
+        return await asyncio.open_unix_connection(path, limit=MAX_RESPONSE_BYTES)
     except FileNotFoundError:
         raise ControlError(f"vatel-edge is not running (no control socket at {path})") from None
     except ConnectionRefusedError:
@@ -258,6 +336,10 @@ async def _exchange(path: str, request: Mapping[str, Any]) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ControlError(f"cannot reach vatel-edge at {path}: {exc.strerror or exc}") from None
+
+
+async def _exchange(path: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    reader, writer = await _connect(path)
     try:
         writer.write(_encode(request))
         await writer.drain()
@@ -279,3 +361,51 @@ async def _exchange(path: str, request: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(response, dict):
         raise ControlError("vatel-edge sent an answer that is not a JSON object")
     return response
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    """Wait until the client closes its side (anything it sends meanwhile is discarded)."""
+    with contextlib.suppress(ConnectionError, OSError):
+        while await reader.read(4096):
+            pass
+
+
+async def event_stream(path: str, *, connect_timeout: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+    """Subscribe to the daemon's events: each event as a dict, until the daemon closes the stream.
+
+    Raises ControlError when the daemon is not running, access is denied, it refuses the subscription, or it
+    dropped this subscriber (the error says why)."""
+    reader, writer = await asyncio.wait_for(_connect(path), connect_timeout)
+    try:
+        writer.write(_encode({"cmd": EVENTS_CMD}))
+        await writer.drain()
+        first = True
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                if first:
+                    raise ControlError("vatel-edge closed the control connection without answering") from None
+                return
+            except asyncio.LimitOverrunError:
+                raise ControlError("vatel-edge sent an oversized event") from None
+            try:
+                item = json.loads(line)
+            except ValueError:
+                raise ControlError("vatel-edge sent an event that is not JSON") from None
+            if not isinstance(item, dict):
+                raise ControlError("vatel-edge sent an event that is not a JSON object")
+            if item.get("ok") is False:
+                raise ControlError(str(item.get("error", "events refused")))
+            if first:
+                first = False
+                if item.get("ok") is True:
+                    continue
+                raise ControlError("this vatel-edge does not stream events (too old?)")
+            yield item
+    except OSError as exc:
+        raise ControlError(f"event stream failed: {exc.strerror or exc}") from None
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()

@@ -139,7 +139,8 @@ async def open_runtime(
         await stack.enter_async_context(capture)  # the microphone path is its sink from the first frame
         _log_duplex(cfg, echo, local_barge_in, words.barge is not None)
         sounds = Sounds(cfg, player)
-        await stack.enter_async_context(ControlServer(cfg.control.socket_path, control))
+        events = daemon.events if daemon is not None else None  # `vatel-edge events` streams the daemon's hub
+        await stack.enter_async_context(ControlServer(cfg.control.socket_path, control, events=events))
         button: ButtonWatch | None = None
         if w.mode == "button":
             # Requested before READY: a missing chip or line is a start-up error naming both.
