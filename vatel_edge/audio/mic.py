@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 MAX_HELD_AUDIO_S = 30.0
 #: How far back before the trigger the onset of its voiced stretch may lie (the ring holds this + pre-roll).
 ONSET_LOOKBACK_MS = 3000
-#: Unvoiced time that ends a voiced stretch when looking back for its onset.
-ONSET_GAP_MS = 300
+#: Unvoiced time that ends a voiced stretch when looking back for its onset: longer than the pause after a
+#: short first word ("Front ... right", measured in the room test), so that word belongs to the stretch.
+ONSET_GAP_MS = 700
 #: While not in a session, the capture thread drains the device and sleeps this long (fewer wake-ups).
 LISTEN_BATCH_S = 0.06
 

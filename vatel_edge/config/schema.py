@@ -105,7 +105,7 @@ class WakeConfig:
         choices=("vad", "wakeword", "always", "button", "manual"),
     )
     preroll_ms: int = opt(
-        500,
+        1000,
         "Audio sent from before the wake: before the onset of the voiced stretch that triggered (vad, wakeword), "
         "else before the trigger point.",
         min=0,
