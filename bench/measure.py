@@ -37,6 +37,12 @@ FIGURE_KEYS: tuple[str, ...] = (
     "session_cpu_frame40_chunk40",
     "session_cpu_frame20_chunk20",
     "session_cpu_frame20_chunk100",
+    "wakeword_detection",
+    "wakeword_false_wakes",
+    "wakeword_cpu_noise",
+    "wakeword_cpu_speech",
+    "wakeword_model_step",
+    "wakeword_latency",
 )
 
 

@@ -24,6 +24,10 @@ from bench.listening import listening_cost, listening_path, stage_costs
 from bench.measure import FIGURE_KEYS, Figure, document, machine, markdown_table, median, missing, rounded
 from bench.rig import Rig
 from bench.session_cost import session_cost, startup_floor
+from bench.wakeword import FULL as WAKE_FULL
+from bench.wakeword import KEYS as WAKE_KEYS
+from bench.wakeword import QUICK as WAKE_QUICK
+from bench.wakeword import wakeword_figures
 
 log = logging.getLogger("bench")
 
@@ -39,12 +43,13 @@ class Settings:
     path_seconds: float
     path_repeat: int
     floor_runs: int
+    wake_quick: bool = False  # the wake-word phase's short variant (bench/wakeword.py QUICK)
 
 
 FULL = Settings(listen_window_s=60.0, session_window_s=30.0, warm=5, cold=5, path_seconds=10.0, path_repeat=5,
                 floor_runs=3)
 QUICK = Settings(listen_window_s=5.0, session_window_s=3.0, warm=1, cold=1, path_seconds=2.0, path_repeat=2,
-                 floor_runs=1)
+                 floor_runs=1, wake_quick=True)
 
 TITLES = {  # for figures a failed phase could not produce
     "listening_cpu": ("Listening CPU", "%core", "arecord"),
@@ -57,6 +62,12 @@ TITLES = {  # for figures a failed phase could not produce
     "first_audio": ("First audio", "ms", "bare ALSA writer"),
     "peak_rss": ("Peak RSS in a session", "MB", "python + same libraries"),
     "startup_ready": ("Start-up to READY=1", "ms", "python + same libraries + one capture period"),
+    "wakeword_detection": ("Wake word detected, 1-3 m in the room", "%", "the same utterances dry"),
+    "wakeword_false_wakes": ("False wakes without the wake word", "wakes/h", "vad mode on the same material"),
+    "wakeword_cpu_noise": ("Listening CPU in room noise, wakeword", "%core", "wake.mode = vad"),
+    "wakeword_cpu_speech": ("Listening CPU during speech, wakeword", "%core", "arecord"),
+    "wakeword_model_step": ("Wake-word model per 10 ms step", "us", "webrtcvad on the same 10 ms"),
+    "wakeword_latency": ("Wake-word latency, warm token", "ms", "the detector's own decision delay"),
 }
 
 
@@ -144,6 +155,11 @@ async def run_all(settings: Settings, workdir: Path | None) -> tuple[list[Figure
         await _phase("latencies", figures, errors,
                      ("wake_latency_warm", "wake_latency_cold", "barge_in", "first_audio"), latencies)
         await _phase("start-up and memory floors", figures, errors, ("startup_ready", "peak_rss"), floor)
+
+        async def wake_words() -> list[Figure]:
+            return await wakeword_figures(rig, WAKE_QUICK if settings.wake_quick else WAKE_FULL)
+
+        await _phase("wake word", figures, errors, WAKE_KEYS, wake_words)
     for key in FIGURE_KEYS:
         if key not in figures:
             title, unit, floor_name = _title(key)
