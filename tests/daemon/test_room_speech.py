@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.mic_path import Recorded, exact_blocks, finish, room_daemon, session_lag, user_blocks, wait_room
 from tests.support.config import daemon_config
 from tests.support.pulse import PulseServer
+from tests.support.room import Recorded, exact_blocks, finish, room_daemon, session_lag, user_blocks, wait_room
 from vatel_edge.audio.aec import available_engines
 from vatel_edge.audio.aec_path import HOLD_S
 from vatel_edge.audio.format import VATEL_FORMAT
@@ -235,7 +235,7 @@ def without_room(session: SimSession, recorder: room.SourceRecorder, speaker: ro
                  scene: room.Rendered, daemon: Any, events: list[tuple[str, str]]) -> Recorded:
     """A Recorded for a scene without an echo path: the user's rendering located in the mic recording; what the
     speaker played mapped onto the recording by the two recorders' clocks."""
-    from bench.mic_path import locate, pcm
+    from tests.support.room import locate, pcm
 
     recorded = recorder.samples()
     begin = scene.user_offset
