@@ -100,8 +100,6 @@ class Daemon:
         """Current conversation state."""
         return self.sm.state
 
-    # ------------------------------------------------------------------ public control
-
     def stop(self) -> None:
         """Shut down: end the session politely, close the devices, return from run()."""
         self._stop.set()
@@ -231,7 +229,7 @@ class Daemon:
 
     async def _serve(self, rt: Runtime, tasks: TaskSet) -> None:
         """Start listening and the wake loops; run one session at a time until stop, reload or a path failure."""
-        rt.mic.on_wake, rt.mic.muted = self._begin_wake, self.muted
+        rt.mic.on_wake, rt.mic.muted, rt.tokens.on_status = self._begin_wake, self.muted, self._say_listening
         failed: asyncio.Future[Any] = rt.mic.failed
         if self.sm.state is State.STARTING:
             if not await rt.mic.wait_first_frame(READY_WAIT_S):
@@ -316,13 +314,18 @@ class Daemon:
         elif rt is not None and tr.old is State.LISTENING and tr.event is not Event.WAKE:
             rt.mic.stop_listening()
         if tr.new is State.LISTENING:
-            offline = rt.tokens.status if rt is not None else "ready"
-            text = "muted" if self.muted else "listening"
-            self.notifier.status(text if offline == "ready" else f"{text}; {offline}")
+            self._say_listening()
         elif tr.new is State.CONNECTING:
             self.notifier.status("connecting")
         self._emit("state", f"{tr.old.value} -> {tr.new.value} ({tr.event.value})", old=tr.old.value,
                    new=tr.new.value, event=tr.event.value)
+
+    def _say_listening(self, *_: object) -> None:
+        """sd_notify STATUS while LISTENING (also when the token provider's state changes): its trouble, if any."""
+        offline = self.runtime.tokens.status if self.runtime is not None else "ready"
+        if self.sm.state is State.LISTENING:
+            text = "muted" if self.muted else "listening"
+            self.notifier.status(text if offline == "ready" else f"{text}; {offline}")
 
     def _set_error(self, text: str) -> None:
         self.last_error, self._last_error_at = text, time.time()

@@ -104,6 +104,7 @@ class LiveSession:
         """CONNECTED to LISTENING: converse until the server, a limit or `end()` ends the session, close the
         socket, then let the agent's last words play out (cut instead when `stopping()`, a shutdown)."""
         p, conv = self._p, self.conversation
+        p.player.forget_cut_turns()  # turn ids are per session (the conversation's cut list is too)
         p.sm.fire(Event.CONNECTED)
         p.sounds.play("wake")
         conv.start()

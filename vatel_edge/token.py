@@ -275,11 +275,23 @@ class TokenProvider(AsyncClosing):
         self._task: asyncio.Task[None] | None = None
         self._streak = 0
         self._streak_key: tuple[Failure, int | None] | None = None
-        self.status = "starting"
+        self.on_status: Callable[[str], None] | None = None  # called when `status` changes (sd_notify STATUS)
+        self._status = "starting"
         self.last_error: str | None = None
         self.tokens_fetched = 0
         self.tokens_handed_out = 0
         self.failures: dict[str, int] = {f.value: 0 for f in Failure}
+
+    @property
+    def status(self) -> str:
+        """"starting", "ready", "stopped", or what keeps the prefetcher from a token and when it retries."""
+        return self._status
+
+    @status.setter
+    def status(self, text: str) -> None:
+        changed, self._status = text != self._status, text
+        if changed and self.on_status is not None:
+            self.on_status(text)
 
     @property
     def stats(self) -> dict[str, int]:

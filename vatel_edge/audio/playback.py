@@ -151,6 +151,11 @@ class Player(DeviceWorker):
             raise ValueError(f"gain {gain} outside 0..4")
         self._gain = float(gain)
 
+    def forget_cut_turns(self) -> None:
+        """A new session: the server may use the turn ids of an earlier session's cut turns again."""
+        with self._lock:
+            self._interrupted.clear()
+
     def interrupt(self) -> InterruptReport:
         """Barge-in: stop the agent now: the turn playing and every agent turn queued behind it, and ignore the
         rest of them (the user interrupted the agent, not one chunk of it). Returns at once."""
