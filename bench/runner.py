@@ -22,6 +22,8 @@ from typing import Any
 from bench.latency import latency
 from bench.listening import listening_cost, listening_path, stage_costs
 from bench.measure import FIGURE_KEYS, Figure, document, machine, markdown_table, median, missing, rounded
+from bench.mqtt import KEYS as MQTT_KEYS
+from bench.mqtt import mqtt_figures
 from bench.rig import Rig
 from bench.session_cost import session_cost, startup_floor
 from bench.wakeword import FULL as WAKE_FULL
@@ -160,6 +162,12 @@ async def run_all(settings: Settings, workdir: Path | None) -> tuple[list[Figure
             return await wakeword_figures(rig, WAKE_QUICK if settings.wake_quick else WAKE_FULL)
 
         await _phase("wake word", figures, errors, WAKE_KEYS, wake_words)
+
+        async def bridge() -> list[Figure]:
+            quick = settings.warm < 2
+            return await mqtt_figures(rig, 3.0 if quick else settings.listen_window_s / 2, 1 if quick else 7)
+
+        await _phase("MQTT bridge on/off", figures, errors, MQTT_KEYS, bridge)
     for key in FIGURE_KEYS:
         if key not in figures:
             title, unit, floor_name = _title(key)

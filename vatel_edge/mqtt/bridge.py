@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from vatel_edge.backoff import Backoff
 from vatel_edge.config.schema import MqttConfig
@@ -246,7 +247,8 @@ class MqttBridge(AsyncClosing):
                     auth.reset()
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
-                rc = getattr(exc, "rc", None)
+                # Only a refused CONNACK carries a login verdict; other codes are paho's (4: "not connected").
+                rc = exc.rc if isinstance(exc, MqttConnectError) else None
                 code = getattr(rc, "value", rc)
                 why = str(exc) or exc.__class__.__name__
                 kind = classify_failure(code if isinstance(code, int) else None, why)
