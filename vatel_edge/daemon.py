@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vatel_edge.audio.aec_path import EchoPath, check_duplex
+from vatel_edge.audio.aec_path import EchoPath
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.playback import Player
-from vatel_edge.audio.wakeword import raise_wake_word_problems
 from vatel_edge.config import Config, load_config, read_api_key
 from vatel_edge.conversation import Conversation, Limits
 from vatel_edge.errors import ConfigError, DaemonFailure
@@ -31,7 +30,7 @@ from vatel_edge.journal import register_secret, set_daemon_log_context
 from vatel_edge.lifecycle import TaskSet, cancel_and_wait, running, wait_for_state
 from vatel_edge.live_session import Connector, DaemonToolContext, EventSink, LiveSession, SessionParts
 from vatel_edge.notify import Notifier
-from vatel_edge.runtime import Runtime, RuntimePart, open_runtime
+from vatel_edge.runtime import Runtime, RuntimePart, check_runnable, open_runtime
 from vatel_edge.state import Event, State, StateMachine, Transition
 from vatel_edge.status import Counters, DaemonStatus
 from vatel_edge.token import TokenProvider
@@ -150,8 +149,7 @@ class Daemon:
         try:
             new = load_config(self.cfg.path)
             new_key = read_api_key(new.vatel)
-            check_duplex(new)
-            raise_wake_word_problems(new)  # a broken wake-word model is refused before the old runtime closes
+            check_runnable(new)  # refused before the running runtime closes: engine, wake-word models, MQTT password
         except ConfigError as exc:
             self._set_error(f"reload refused: {exc.problems[0]}")
             log.error("reload refused, keeping the running config:\n%s", exc)
@@ -214,7 +212,7 @@ class Daemon:
             set_daemon_log_context(state=None, session_id=None, turn_id=None)
 
     async def _run_once(self) -> None:
-        check_duplex(self.cfg)  # ConfigError at start: a named echo engine missing, or local barge-in without one
+        check_runnable(self.cfg)  # ConfigError at start: a missing echo engine or model, an unreadable password
         try:
             async with open_runtime(self.cfg, api_key=self._api_key, notifier=self.notifier, control=self._control,
                                     clock=self._clock, daemon=self) as rt:

@@ -17,14 +17,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from vatel_edge.audio.aec_path import EchoPath, open_echo_path
+from vatel_edge.audio.aec_path import EchoPath, check_duplex, open_echo_path
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.mic import MicPath
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VadParams, VoiceDetector
-from vatel_edge.audio.wakeword import open_wake_words
+from vatel_edge.audio.wakeword import open_wake_words, raise_wake_word_problems
 from vatel_edge.audio.wav import load_wav
-from vatel_edge.config import Config
+from vatel_edge.config import Config, read_mqtt_password
 from vatel_edge.control import ControlHandler, ControlServer
 from vatel_edge.errors import VatelEdgeError
 from vatel_edge.feedback import DeviceFeedback
@@ -94,6 +94,15 @@ class Runtime:
     def gate(self) -> WakeGate:
         """Whether an automatic wake may start a session now."""
         return self.mic.gate
+
+
+def check_runnable(cfg: Config) -> None:
+    """What would stop `open_runtime(cfg)` that can be checked before the running one closes (start, reload):
+    the echo engine and local barge-in, the wake-word models, the MQTT password. ConfigError names the key."""
+    check_duplex(cfg)
+    raise_wake_word_problems(cfg)
+    if cfg.mqtt.enabled:
+        read_mqtt_password(cfg.mqtt)
 
 
 @asynccontextmanager

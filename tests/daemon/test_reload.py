@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -48,3 +49,26 @@ async def test_valid_reload_applies_and_invalid_reload_keeps_the_running_config(
             assert daemon.cfg.wake.mode == "always"
             assert "reload refused" in caplog.text and "wake.oops" in caplog.text
             assert daemon.status()["last_error"].startswith("reload refused")
+
+
+async def test_a_reload_whose_mqtt_password_cannot_be_read_is_refused_and_the_daemon_runs_on(
+    pulse: PulseServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new config the runtime could not open (here: mqtt.password_file missing) is refused by the reload
+    check before the running runtime closes; the daemon keeps its config and keeps listening."""
+    cfg_path = tmp_path / "config.toml"
+    async with Simulator() as sim:
+        monkeypatch.setenv("ORG_API_KEY", sim.api_key)
+        _write(cfg_path, sim, "manual")
+        daemon = Daemon(load_config(cfg_path), api_key=sim.api_key)
+        async with running(daemon) as task:
+            await daemon.wait_state(State.LISTENING, timeout=20)
+            _write(cfg_path, sim, "always", extra=(
+                '[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:1"\n'
+                f'password_file = "{tmp_path / "missing-password"}"\n'))
+            with caplog.at_level(logging.ERROR, logger="vatel_edge.daemon"):
+                assert daemon.request_reload() is False
+            assert "mqtt.password_file" in caplog.text
+            await asyncio.sleep(1.0)
+            assert not task.done() and daemon.state is State.LISTENING and daemon.cfg.wake.mode == "manual"
+            assert sim.sessions == []
