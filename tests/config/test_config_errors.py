@@ -37,7 +37,7 @@ def test_minimal_config_gives_defaults_everywhere() -> None:
     assert cfg.vatel == VatelConfig(agent_id=AGENT)
     for name, cls in SECTIONS.items():
         if name != "vatel":
-            assert getattr(cfg, name) == cls()
+            assert cfg.section(name) == cls()
     assert cfg.tools == {}
     assert cfg.vatel.ws_base == "wss://api.vatel.ai"
 

@@ -68,7 +68,7 @@ def test_example_values_are_the_defaults() -> None:
     cfg = load_config(EXAMPLE)
     found = keys_by_section()
     for name, cls in SECTIONS.items():
-        section = getattr(cfg, name)
+        section = cfg.section(name)
         for f in dataclasses.fields(cls):
             commented, _ = found[name][f.name]
             if f.name == "agent_id":

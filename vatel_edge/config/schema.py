@@ -368,8 +368,8 @@ class Config:
     tools: Mapping[str, ToolSpec] = field(default_factory=dict)
     path: str | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        """A nested section by its TOML name: getattr(cfg, "feedback.leds") is cfg.feedback_leds."""
-        if "." in name:
-            return getattr(self, name.replace(".", "_"))
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def section(self, name: str) -> Any:
+        """A section by its TOML name (SECTIONS' keys): cfg.section("feedback.leds") is cfg.feedback_leds."""
+        if name not in SECTIONS:
+            raise KeyError(name)
+        return getattr(self, name.replace(".", "_"))
