@@ -6,14 +6,11 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +21,6 @@ from vatel_edge.errors import ControlError, ToolError
 from vatel_edge.status import Counters, DaemonStatus, format_status
 
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory for sockets (sun_path is limited to 108 bytes; pytest's tmp_path can be longer)."""
-    d = Path(tempfile.mkdtemp(prefix="ve-ctl-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 async def echo(request: dict[str, Any]) -> dict[str, Any]:

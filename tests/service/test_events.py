@@ -11,9 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +29,6 @@ from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(90)
 AGENT = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory for sockets (sun_path is limited to 108 bytes)."""
-    d = Path(tempfile.mkdtemp(prefix="ve-ev-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 async def no_commands(request: dict[str, Any]) -> dict[str, Any]:
