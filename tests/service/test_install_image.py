@@ -252,8 +252,8 @@ def test_the_tree_runs_at_its_final_path(
 
 
 def test_an_extra_pyproject_declares_later_is_installed_too(tmp_path: Path) -> None:
-    """Once pyproject.toml declares a wakeword extra, the installer installs it with aec (no edit needed);
-    today's pyproject without it installs aec alone."""
+    """Every extra pyproject.toml declares is installed, also one added later (the wakeword extra is
+    added to the copy when the checkout does not declare it yet): no edit of the installer needed."""
     checkout = tmp_path / "checkout"
     for part in ("scripts", "vatel_edge", "config", "systemd"):
         shutil.copytree(REPO / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -266,7 +266,8 @@ def test_an_extra_pyproject_declares_later_is_installed_too(tmp_path: Path) -> N
     root = tmp_path / "root"
     result = ok(run_install(root, "--no-deps", "--no-start", "--python", sys.executable,
                             script=checkout / "scripts/install.sh"))
-    assert f"with the extras aec wakeword into {FINAL_VENV}" in result.stdout
+    line = re.search(rf"with the extras (.+) into {re.escape(FINAL_VENV)}", result.stdout)
+    assert line is not None and {"aec", "wakeword"} <= set(line.group(1).split()), result.stdout
     venv_python = root / FINAL_VENV.lstrip("/") / "bin/python"
     provides = subprocess.run(
         [str(venv_python), "-c",
