@@ -58,7 +58,13 @@ def bridge_of(daemon: Daemon) -> Any:
 
     from vatel_edge.mqtt.bridge import MqttBridge
 
-    return next(o for o in gc.get_objects() if isinstance(o, MqttBridge) and o._daemon is daemon)
+    for o in gc.get_objects():
+        try:
+            if isinstance(o, MqttBridge) and o._daemon is daemon:
+                return o
+        except ReferenceError:  # a dead weak proxy among the objects
+            continue
+    raise AssertionError("no MqttBridge for this daemon")
 
 
 async def until(pred: Any, timeout: float = 15.0, what: str = "condition") -> None:

@@ -237,11 +237,13 @@ class MqttBridge(AsyncClosing):
         """Connect, serve, and on any failure retry with jittered backoff (auth failures slowly)."""
         network = Backoff(NETWORK_BACKOFF_S[0], cap=NETWORK_BACKOFF_S[1])
         auth = Backoff(AUTH_BACKOFF_S[0], cap=AUTH_BACKOFF_S[1])
+        doubted = False  # one refused login after a good one was retried at the network pace
         while True:
             kind, why = "network", "closed"
             try:
                 async with self._client_for() as client:
                     self._client = client
+                    doubted = False
                     self._link_up()
                     network.reset()
                     auth.reset()
@@ -252,6 +254,10 @@ class MqttBridge(AsyncClosing):
                 code = getattr(rc, "value", rc)
                 why = str(exc) or exc.__class__.__name__
                 kind = classify_failure(code if isinstance(code, int) else None, why)
+                if kind == "auth" and self.stats["connects"] and not doubted:
+                    # These credentials were accepted before: a broker coming back can answer 4 before it is
+                    # ready (seen restarting mosquitto). Retry at the network pace once; believe it next time.
+                    kind, doubted = "network", True
             finally:
                 self._client = None
             delay = (auth if kind == "auth" else network).next_delay()
