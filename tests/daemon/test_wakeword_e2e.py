@@ -51,6 +51,20 @@ FMT = VATEL_FORMAT
 COMMAND = "okay nabu, turn on the kitchen light"
 
 
+async def wait_mic_idle(pulse: PulseServer, timeout: float = 60.0) -> None:
+    """Until nothing plays into the `mic` sink any more (an earlier test's feed still running would mix into
+    this test's microphone)."""
+    sinks = pulse.pactl("list", "short", "sinks").stdout.splitlines()
+    mic = next(line.split()[0] for line in sinks if line.split()[1] == "mic")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inputs = pulse.pactl("list", "short", "sink-inputs").stdout.splitlines()
+        if not any(line.split()[1] == mic for line in inputs if line.strip()):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("something keeps playing into the mic sink")
+
+
 @asynccontextmanager
 async def wakeword_daemon(sim: Simulator, tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Daemon, Events]]:
     events = Events()
@@ -75,6 +89,7 @@ async def test_the_wake_word_and_a_command_open_a_session_carrying_the_whole_utt
     audio starts >= 250 ms before the first sound of the wake word and carries the utterance whole and
     sample-exact (no gap where the detector was deciding)."""
     utterance = lab.say(COMMAND, voice)
+    await wait_mic_idle(pulse)
     async with Simulator(script=_listen_then_end) as sim, wakeword_daemon(sim, tmp_path) as (daemon, events):
         feed = pulse.feed_mic(lab.silence(1500) + utterance + lab.silence(1500))
         session = await sim.next_session(timeout=20)
@@ -98,6 +113,7 @@ async def test_speech_without_the_wake_word_opens_nothing(pulse: PulseServer, tm
     talk = (lab.say("please put the kettle on, it is cold today", "en-us") + lab.silence(700)
             + lab.say("okay, I think the bus leaves at nine", "en-gb") + lab.silence(700)
             + shipped_speech("user_request.wav"))
+    await wait_mic_idle(pulse)
     async with Simulator(script=_listen_then_end) as sim:
         async with wakeword_daemon(sim, tmp_path) as (daemon, _events):
             pulse.feed_mic(talk + lab.silence(500))
@@ -133,6 +149,7 @@ async def echo_session(
     """A manual session in the loopback room (50 ms, -6 dB) with the WebRTC canceller and barge_in = wakeword:
     the agent says `agent`; `user` is fed `user_at_s` after the turn starts."""
     run = EchoRun()
+    await wait_mic_idle(pulse)
 
     async def script(s: SimSession) -> None:
         await s.wait_audio(1500, timeout=20)
