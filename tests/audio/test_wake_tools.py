@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import re
@@ -17,7 +18,7 @@ from vatel_edge.audio.setup_tools import mic_test
 from vatel_edge.audio.wake_tools import wake_word_meter
 from vatel_edge.audio.wakeword import wakeword_installed
 from vatel_edge.audio.wav import save_wav
-from vatel_edge.config import AudioConfig, Config, VatelConfig
+from vatel_edge.config import AudioConfig, Config, VatelConfig, WakeConfig
 from vatel_edge.devkit import wake_lab as lab
 
 pytestmark = [
@@ -63,10 +64,12 @@ def test_wakeword_test_names_a_bad_wake_word() -> None:
 
 
 async def test_mic_test_shows_the_wake_word_probability(pulse: PulseServer) -> None:
-    """mic-test on the real-time test microphone: each line carries the wake-word probability (0 in silence,
-    where the models do not even run), and the frame the wake word fired on is marked."""
+    """mic-test on the real-time test microphone in wakeword mode: each line carries the wake-word probability
+    (0 in silence, where the models do not even run), and the frame the wake word fired on is marked; in vad
+    mode there is no wake-word column."""
     cfg = Config(vatel=VatelConfig(agent_id="00000000-0000-0000-0000-000000000000"),
-                 audio=AudioConfig(capture_device="test_mic"))
+                 audio=AudioConfig(capture_device="test_mic"), wake=WakeConfig(mode="wakeword"))
+    assert wake_word_meter(dataclasses.replace(cfg, wake=WakeConfig(mode="vad"))) is None  # vad mode: no column
     meter = wake_word_meter(cfg)
     assert meter is not None
     out = io.StringIO()

@@ -11,15 +11,15 @@ from dataclasses import replace
 from typing import TextIO
 
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.audio.wakeword import GatedWakeWord, open_models, wakeword_installed
+from vatel_edge.audio.wakeword import GatedWakeWord, open_models, wake_words_needed
 from vatel_edge.config import Config
 from vatel_edge.errors import AudioDeviceError
 
 
 def wake_word_meter(cfg: Config) -> GatedWakeWord | None:
-    """The gated detector for `mic-test`: in wakeword mode always (ConfigError if it cannot load), else
-    when the extra is installed; None otherwise."""
-    if cfg.wake.mode != "wakeword" and not wakeword_installed():
+    """The gated detector for `mic-test` when `cfg` uses the wake word (wake.mode = "wakeword", or barge-in by
+    the wake word); ConfigError if it cannot load. None otherwise: the meter shows level and VAD only."""
+    if not wake_words_needed(cfg):
         return None
     cfg = replace(cfg, wake=replace(cfg.wake, mode="wakeword"))
     return GatedWakeWord.for_wake(cfg.wake, open_models(cfg), cfg.audio.frame_ms)
