@@ -197,7 +197,7 @@ def finish(session: SimSession, rt: RealTimeRoom, recorder: SourceRecorder, daem
     path = daemon.echo if hasattr(daemon, "echo") else None
     try:
         if path is not None:
-            echo = {"name": path.name, "converged": path.converged, "no_echo_path": path.no_echo_path,
+            echo = {"name": path.name, "converged": path.converged,
                     "erle_db": path.erle_db, "latency": path.latency, "stats": dict(path.stats)}
     except (AttributeError, RuntimeError):
         echo = {}

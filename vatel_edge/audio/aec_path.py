@@ -42,15 +42,6 @@ A residual below QUIET_DBFS also counts (no echo path at all, e.g. headphones: n
 
 QUIET_DBFS = -55.0
 
-NO_ECHO_AFTER_S = 1.5
-"""Loud reference audio (seconds) in which the delay search must have found no echo at all, with at least
-NO_ECHO_REJECTS searches failing, before the path concludes there is no echo path (a headset, a speaker far
-from the microphone): it then passes the microphone through (delayed by the engine's latency, so the stream
-keeps its lag) and counts as converged, so "auto" streams the user's voice during agent audio at once
-instead of muting it, and the engine cannot suppress the user in double talk. An accepted delay estimate
-(an echo appeared) switches the engine back on and drops the convergence latch."""
-NO_ECHO_REJECTS = 3
-
 TALKING_DBFS = -40.0
 """Only frames whose reference is at least this loud count for `erle_db` and convergence (not pauses)."""
 
@@ -129,10 +120,6 @@ class EchoPath:
         self._last_far: float | None = None  # capture time of the newest frame with reference audio
         self._far_s = 0.0  # reference audio processed so far (seconds)
         self._converged = False
-        self.no_echo_path = False  # the delay search found no echo in NO_ECHO_AFTER_S of loud reference
-        self._talk_s = 0.0  # loud reference audio since the last accepted delay estimate
-        self._seen = (0, 0)  # (accepted, rejected) delay estimates of the reference at the last look
-        self._rejects = 0  # failed delay searches since the last accepted one
         self._mic_power = 0.0
         self._out_power = 0.0
         self.stats: dict[str, int] = {"frames": 0, "cancelled": 0, "bypassed": 0, "failures": 0}
@@ -156,8 +143,8 @@ class EchoPath:
 
     @property
     def converged(self) -> bool:
-        """The engine has processed enough reference audio to have found the echo path (or found none)."""
-        return self._engine is not None and (self._converged or self.no_echo_path)
+        """The engine has processed enough reference audio to have found the echo path."""
+        return self._engine is not None and self._converged
 
     @property
     def erle_db(self) -> float | None:
@@ -183,9 +170,6 @@ class EchoPath:
         elif self._last_far is None or frame.t - self._last_far > self._hold_s:
             self.stats["bypassed"] += 1
             return self._bypass(frame)
-        if far and self._watch_echo_path(ref):
-            self.stats["bypassed"] += 1
-            return self._bypass(frame)
         try:
             out = engine.process(frame.pcm, ref)
         except (ValueError, RuntimeError, OSError) as exc:
@@ -207,25 +191,6 @@ class EchoPath:
             if float(np.dot(r, r)) / r.size >= _TALKING_POWER:
                 self._track_erle(frame.pcm, out)
         return CaptureFrame(out, frame.t, frame.seq)
-
-    def _watch_echo_path(self, ref: bytes) -> bool:
-        """Follow the reference's delay search while it plays; True while there is no echo path to cancel."""
-        accepted, rejected = self.reference.stats["estimates_accepted"], self.reference.stats["estimates_rejected"]
-        if accepted > self._seen[0]:  # an echo of the reference is in the microphone
-            self._talk_s, self._rejects = 0.0, 0
-            if self.no_echo_path:
-                self.no_echo_path = self._converged = False
-                log.info("echo canceller %s: an echo path appeared; cancelling again", self.name)
-        self._rejects += rejected - self._seen[1]
-        self._seen = (accepted, rejected)
-        r = np.frombuffer(ref, dtype="<i2").astype(np.float64)
-        if float(np.dot(r, r)) / r.size >= _TALKING_POWER:
-            self._talk_s += self._frame_s
-        if not self.no_echo_path and self._talk_s >= NO_ECHO_AFTER_S and self._rejects >= NO_ECHO_REJECTS:
-            self.no_echo_path = True
-            log.info("echo canceller %s: no echo of the speaker in the microphone (%.1f s of agent audio); "
-                     "passing the microphone through", self.name, self._talk_s)
-        return self.no_echo_path
 
     def _bypass(self, frame: CaptureFrame) -> CaptureFrame:
         """The frame uncancelled, delayed by the engine's latency (so the stream's lag never changes)."""
