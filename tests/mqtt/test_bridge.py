@@ -248,9 +248,9 @@ payloads = [("cmd/volume", "50"), ("cmd/volume", "loud"), ("cmd/mute", "OFF"), (
 start = time.monotonic()
 n = 0
 while time.monotonic() - start < 10.0:
-    due = start + n / 1000.0
-    if due > time.monotonic():
-        time.sleep(due - time.monotonic())
+    ahead = start + n / 1000.0 - time.monotonic()
+    if ahead > 0:
+        time.sleep(ahead)
     topic, payload = payloads[n % len(payloads)]
     c.publish(base + "/" + topic, payload)
     n += 1
@@ -280,14 +280,16 @@ async def test_a_flood_of_commands_neither_stalls_the_loop_nor_grows_memory(
         loop = asyncio.get_running_loop()
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-c", FLOOD, str(broker.port), "consumer", "consumer-pw-0815", BASE,
-            stdout=subprocess.PIPE)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         while flood.returncode is None:
             t0 = loop.time()
             await asyncio.sleep(0.02)
             lags.append(loop.time() - t0 - 0.02)
             if len(lags) > 700:
                 break
-        sent = int((await flood.communicate())[0])
+        out, err = await flood.communicate()
+        assert flood.returncode == 0, err.decode(errors="replace")[-2000:]
+        sent = int(out)
         bridge = bridge_of(daemon)
         rss1 = _rss_kb()
         stats = bridge.describe()
