@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p = sub.add_parser("check-config", help="validate a config file and the API key")
     _add_config(p)
+    p.add_argument("--root", default="/", help="tree whose installed unit gives the key (an image; default /)")
     p = sub.add_parser("simulate", help="run the local Vatel API simulator (loopback only)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
@@ -106,12 +107,14 @@ def _socket_path(args: argparse.Namespace) -> str:
     return ControlConfig().socket_path
 
 
-def check_config_command(path: str, out: TextIO, err: TextIO, *, environ: Mapping[str, str] | None = None) -> int:
+def check_config_command(
+    path: str, out: TextIO, err: TextIO, *, environ: Mapping[str, str] | None = None, root: str = "/"
+) -> int:
     """`vatel-edge check-config`: 0 valid (summary on `out`), 2 invalid, 1 file missing or unreadable.
 
     Problems go to `err`, one per line; an unavailable API key is one of them (the key is never printed).
     """
-    check = check_config(path, environ=environ)
+    check = check_config(path, environ=environ, root=root)
     if not check.readable:
         for problem in check.problems:
             print(problem, file=err)
@@ -129,6 +132,7 @@ def check_config_command(path: str, out: TextIO, err: TextIO, *, environ: Mappin
     print(f"  wake:     {cfg.wake.mode}", file=out)
     print(f"  devices:  capture={cfg.audio.capture_device} playback={cfg.audio.playback_device}", file=out)
     print(f"  tools:    {len(cfg.tools)}", file=out)
+    print("".join(f"warning: {w}\n" for w in check.warnings), end="", file=out)
     return 0
 
 
@@ -271,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vatel-edge` command."""
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
-        return check_config_command(_config_path(args), sys.stdout, sys.stderr)
+        return check_config_command(_config_path(args), sys.stdout, sys.stderr, root=args.root)
     if args.command not in ("run",):
         import logging
 

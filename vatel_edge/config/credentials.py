@@ -61,9 +61,28 @@ def _check_key_text(label: str, key: str) -> str:
     return key
 
 
-def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -> str:
+def _check_unit_credential(label: str, path: Path) -> None:
+    """The file the unit loads exists (else the service does not start) and this user may read it."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: {path} does not exist; the service cannot start without it "
+                          "(install the key: sudo scripts/install.sh)") from None
+    except PermissionError:
+        raise ConfigError(f"{label}: {path} cannot be looked at by this user (permission denied); "
+                          "the service reads it as root: run with sudo") from None
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{label}: {path} exists but this user may not read it; "
+                          "the service reads it as root: run with sudo")
+
+
+def read_api_key(
+    vatel: VatelConfig, environ: Mapping[str, str] | None = None, *, unit_credentials: Mapping[str, Path] | None = None
+) -> str:
     """The organization key, from the key file, systemd's credential directory, or the env var (in that order).
 
+    `unit_credentials` (check-config outside the unit) stands in for $CREDENTIALS_DIRECTORY when that is unset:
+    the files the installed unit's LoadCredential= names, read as the service will get them.
     A key file accessible by group or others is refused. The key itself never appears in errors.
     """
     env = os.environ if environ is None else environ
@@ -73,6 +92,10 @@ def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
         candidates.append(("$CREDENTIALS_DIRECTORY", Path(cred_dir) / CREDENTIAL_NAME))
+    elif unit_credentials and CREDENTIAL_NAME in unit_credentials:
+        label = f"the service's credential {CREDENTIAL_NAME} (LoadCredential=)"
+        _check_unit_credential(label, unit_credentials[CREDENTIAL_NAME])
+        candidates.append((label, unit_credentials[CREDENTIAL_NAME]))
     for label, path in candidates:
         if not path.exists():
             if label == "vatel.api_key_file":
@@ -94,9 +117,12 @@ def read_api_key(vatel: VatelConfig, environ: Mapping[str, str] | None = None) -
 MQTT_CREDENTIAL_NAME = "mqtt_password"
 
 
-def read_mqtt_password(mqtt: MqttConfig, environ: Mapping[str, str] | None = None) -> str | None:
+def read_mqtt_password(
+    mqtt: MqttConfig, environ: Mapping[str, str] | None = None, *, unit_credentials: Mapping[str, Path] | None = None
+) -> str | None:
     """The broker password: mqtt.password_file (refused when group/world-accessible), else the systemd
-    credential mqtt_password, else None (no password). Never in argv, never in an error."""
+    credential mqtt_password (or the file the installed unit loads as it, see read_api_key), else None
+    (no password). Never in argv, never in an error."""
     env = os.environ if environ is None else environ
     if mqtt.password_file:
         path = Path(mqtt.password_file)
@@ -105,6 +131,9 @@ def read_mqtt_password(mqtt: MqttConfig, environ: Mapping[str, str] | None = Non
         label = "mqtt.password_file"
     elif env.get("CREDENTIALS_DIRECTORY") and (Path(env["CREDENTIALS_DIRECTORY"]) / MQTT_CREDENTIAL_NAME).exists():
         path, label = Path(env["CREDENTIALS_DIRECTORY"]) / MQTT_CREDENTIAL_NAME, "$CREDENTIALS_DIRECTORY"
+    elif not env.get("CREDENTIALS_DIRECTORY") and unit_credentials and MQTT_CREDENTIAL_NAME in unit_credentials:
+        path, label = unit_credentials[MQTT_CREDENTIAL_NAME], f"the service's credential {MQTT_CREDENTIAL_NAME}"
+        _check_unit_credential(label, path)
     else:
         return None
     password = _read_key_file(label, path)
