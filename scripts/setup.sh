@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 PKGS=(python3-venv python3-dev gcc pkg-config libasound2-dev libsystemd-dev
       alsa-utils pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox shellcheck libspeexdsp1
       pocketsphinx-testdata   # recorded human speech for the tests (vatel_edge/devkit/speech.py)
-      mosquitto mosquitto-clients)  # the real MQTT broker and an outside consumer for tests/mqtt
+      mosquitto mosquitto-clients  # the real MQTT broker and an outside consumer for tests/mqtt
+      chromium)  # the headless browser that screenshots `vatel-edge report` pages (tests/report)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 

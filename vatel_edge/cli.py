@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true", help="use the real Vatel API (ORG_API_KEY and --agent-id)")
     p.add_argument("--agent-id", default=None)
     p.add_argument("--out", default=None, help="directory for the demo's files (default: a temporary one)")
+    p = sub.add_parser("report", help="turn a session recording into one self-contained HTML page")
+    p.add_argument("dir", help="the recording's directory")
+    p.add_argument("--out", default=None, help="HTML file to write (default: DIR/report.html)")
     return parser
 
 
@@ -254,6 +257,12 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     return await run_demo(live=args.live, agent_id=args.agent_id, out_dir=args.out, out=sys.stdout)
 
 
+async def _cmd_report(args: argparse.Namespace) -> int:
+    from vatel_edge.report import report_command
+
+    return report_command(args.dir, args.out, sys.stdout)
+
+
 COMMANDS = {
     "run": _cmd_run,
     "simulate": _cmd_simulate,
@@ -268,6 +277,7 @@ COMMANDS = {
     "unmute": _cmd_mute,
     "tool": _cmd_tool,
     "demo": _cmd_demo,
+    "report": _cmd_report,
 }
 
 
