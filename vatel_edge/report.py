@@ -337,7 +337,7 @@ def timeline_svg(rec: Recording) -> str:
     for e in rec.events:
         if e.t is None:
             continue
-        x = _x(e.t, duration)
+        x = _x(max(0.0, e.t), duration)  # an event before t0 is drawn at t0 (the table has its time)
         width = CHAR_W * len(_label(e)) + 12
         # near the right edge the label goes to the left of its marker
         leftwards = x + width > LEFT + PLOT_W + RIGHT
@@ -435,7 +435,7 @@ def _figure(key: str, summary: Mapping[str, Any], unit: str) -> str:
         return '<span class="absent">not recorded</span>'
     value = summary[key]
     if value is None:
-        return '<span class="absent">none</span>' if key == "barge_in_stop_ms" else '<span class="absent">—</span>'
+        return f'<span class="absent">{"none" if key == "barge_in_stop_ms" else "not measured"}</span>'
     number = _number(value)
     if number is not None:
         shown = f"{number:.0f}" if unit == "ms" else f"{number:.2f}" if unit == "s" else f"{number:g}"

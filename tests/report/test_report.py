@@ -143,7 +143,8 @@ def test_a_missing_or_unreadable_wav_is_shown_absent(make_recording: MakeRecordi
 
 def test_missing_summary_figures_and_echo_curve_are_shown_absent(make_recording: MakeRecording,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    rec = make_recording(summary={"wake_latency_ms": 200, "barge_in_stop_ms": None})
+    rec = make_recording(summary={"wake_latency_ms": 200, "preroll_ms": None, "barge_in_stop_ms": None,
+                                         "sent_from_s": 0.6})
     doc = json.loads((rec / "timeline.json").read_text())
     del doc["erle"]
     doc["events"] = [{"kind": "wake", "text": "no time"}, "not an event", {"t": "soon", "kind": "end"}]
@@ -152,7 +153,9 @@ def test_missing_summary_figures_and_echo_curve_are_shown_absent(make_recording:
     page = (rec / "report.html").read_text(encoding="utf-8")
     summary = page[page.index('<table class="summary">'):page.index("</table>")]
     assert "200 ms" in summary
-    assert summary.count("not recorded") == 3  # pre-roll, end reason, duration
+    assert summary.count("not recorded") == 2  # end reason, duration
+    assert "<th>pre-roll</th><td><span class=\"absent\">not measured</span>" in summary
+    assert "<th>sent_from_s</th><td>0.6</td>" in summary  # a figure this report does not know, as it is
     assert "<th>barge-in stop time</th><td><span class=\"absent\">none</span>" in summary
     assert "no echo reduction recorded" in page
     table = page[page.index('<table class="events">'):]
