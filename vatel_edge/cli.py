@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("speaker-test", help="play a chime through the speaker")
     _add_config(p)
     p.add_argument("--device", default=None, help="ALSA playback device (default: from the config)")
+    p = sub.add_parser("doctor", help="self-test after install: devices, microphones, echo, key, API, service")
+    _add_config(p)
+    p.add_argument("--write", action="store_true",
+                   help="put the chosen devices into the config file (asks first unless --non-interactive)")
+    p.add_argument("--non-interactive", action="store_true", help="no prompts (scripts); with --write: write")
+    p.add_argument("--seconds", type=float, default=4.0, help="how long each microphone records speech")
+    p.add_argument("--mic", action="append", default=[], metavar="NAME",
+                   help="test only this ALSA capture device (repeatable; default: every candidate)")
+    p.add_argument("--speaker", default=None, metavar="NAME", help="ALSA playback device (default: from the config)")
     p = sub.add_parser("trigger", help="start a session in the running daemon")
     _add_config(p)
     p = sub.add_parser("status", help="state and counters of the running daemon")
@@ -65,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("events", help="follow the running daemon's state changes and events as JSON lines")
     _add_config(p)
+    p = sub.add_parser("record", help="record the next SECONDS in the running daemon ([debug] record_sessions)")
+    _add_config(p)
+    p.add_argument("--seconds", type=float, default=30.0, help="how long (a session then running is recorded whole)")
     p = sub.add_parser("mute", help="privacy mute: no wake, no session, no microphone audio leaves the device")
     _add_config(p)
     p = sub.add_parser("unmute", help="lift a software mute (not one of the hardware mute switch)")
@@ -161,10 +173,9 @@ async def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 async def _cmd_devices(args: argparse.Namespace) -> int:
-    from vatel_edge.audio.setup_tools import format_devices, list_devices
+    from vatel_edge.audio.setup_tools import devices_command
 
-    print(format_devices(await asyncio.to_thread(list_devices)))
-    return 0
+    return await devices_command(sys.stdout)
 
 
 async def _cmd_mic_test(args: argparse.Namespace) -> int:
@@ -199,6 +210,14 @@ async def _cmd_speaker_test(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_doctor(args: argparse.Namespace) -> int:
+    from vatel_edge.doctor import DoctorOptions, run_doctor
+
+    opts = DoctorOptions(_config_path(args), write=args.write, interactive=not args.non_interactive,
+                         seconds=args.seconds, mics=tuple(args.mic), speaker=args.speaker)
+    return await run_doctor(opts, sys.stdout)
+
+
 async def _cmd_trigger(args: argparse.Namespace) -> int:
     from vatel_edge.control import control_request
 
@@ -228,6 +247,12 @@ async def _cmd_events(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     print("vatel-edge: the daemon closed the event stream (stopped or reloaded)", file=sys.stderr)
     return 1
+
+
+async def _cmd_record(args: argparse.Namespace) -> int:
+    from vatel_edge.recording import record_command
+
+    return await record_command(_socket_path(args), args.seconds)
 
 
 async def _cmd_mute(args: argparse.Namespace) -> int:
@@ -270,9 +295,11 @@ COMMANDS = {
     "mic-test": _cmd_mic_test,
     "wakeword-test": _cmd_wakeword_test,
     "speaker-test": _cmd_speaker_test,
+    "doctor": _cmd_doctor,
     "trigger": _cmd_trigger,
     "status": _cmd_status,
     "events": _cmd_events,
+    "record": _cmd_record,
     "mute": _cmd_mute,
     "unmute": _cmd_mute,
     "tool": _cmd_tool,
