@@ -40,7 +40,8 @@ RIGHT = 20
 AXIS_H = 26
 LANE_H = 84
 ROW_H = 17
-MAX_ROWS = 8
+MAX_ROWS = 12
+STATE_H = 20
 ERLE_H = 120
 LABEL_CHARS = 34
 CHAR_W = 6.2  # approximate width of one character of the 11 px label font
@@ -326,16 +327,48 @@ def _spans(events: Sequence[Event], starts: str, stops: Sequence[str], duration:
     return spans
 
 
+def state_of(event: Event) -> str | None:
+    """The state a "state" event enters (its `new` field, else the text after "->"); None for other events."""
+    if event.kind != "state":
+        return None
+    new = event.fields.get("new")
+    if new:
+        return str(new)
+    if "->" not in event.text:
+        return None
+    return event.text.rsplit("->", 1)[1].strip() or None
+
+
+def _states_svg(events: Sequence[Event], top: float, duration: float) -> list[str]:
+    """The state lane: one segment per state, from the transition into it to the next one, labelled if it fits."""
+    changes = [(e.t, state) for e in events if e.t is not None and (state := state_of(e)) is not None]
+    first = next((e for e in events if e.t is not None and state_of(e) is not None), None)
+    if first is not None and first.t and first.fields.get("old"):
+        changes.insert(0, (0.0, str(first.fields["old"])))
+    out = [f'<text x="{LEFT - 8}" y="{top + 14}" class="lbl" text-anchor="end">state</text>']
+    for i, (t, state) in enumerate(changes):
+        end = changes[i + 1][0] if i + 1 < len(changes) else duration
+        x0, x1 = _x(max(0.0, t), duration), _x(end, duration)
+        chars = int((x1 - x0 - 6) / CHAR_W)
+        label = state if len(state) <= chars else state[: chars - 1] + "…" if chars >= 3 else ""
+        out.append(f'<g><title>{_esc(f"{t:.2f} s {state}")}</title>'
+                   f'<rect x="{x0:.1f}" y="{top}" width="{max(0.5, x1 - x0):.1f}" height="{STATE_H}" '
+                   f'class="state s{i % 2}"/>'
+                   f'<text x="{x0 + 3:.1f}" y="{top + 14}" class="evl">{_esc(label)}</text></g>')
+    return out
+
+
 def timeline_svg(rec: Recording) -> str:
     """The waveforms and the events on one time axis, as one SVG element."""
     duration = rec.duration_s
     lanes_top = AXIS_H
-    events_top = lanes_top + LANE_H * len(rec.tracks) + 10
+    states_top = lanes_top + LANE_H * len(rec.tracks) + 6
+    events_top = states_top + STATE_H + 8
     # label rows: each label goes to the first row where it does not overlap the previous one
     placed: list[tuple[Event, float, int, bool]] = []
     row_end = [-math.inf] * MAX_ROWS
     for e in rec.events:
-        if e.t is None:
+        if e.t is None or state_of(e) is not None:  # state changes are the state lane
             continue
         x = _x(max(0.0, e.t), duration)  # an event before t0 is drawn at t0 (the table has its time)
         width = CHAR_W * len(_label(e)) + 12
@@ -367,6 +400,7 @@ def timeline_svg(rec: Recording) -> str:
     for i, track in enumerate(rec.tracks):
         scale = common if track.key in ("mic", "sent") else max(_peak(track), 1)
         out += _lane_svg(track, lanes_top + LANE_H * i, duration, scale)
+    out += _states_svg(rec.events, states_top, duration)
     out.append(f'<text x="{LEFT - 8}" y="{events_top + 12}" class="lbl" text-anchor="end">events</text>')
     for e, x, row, leftwards in placed:
         colour, through = KIND_STYLE.get(e.kind, UNKNOWN_STYLE)
@@ -482,6 +516,7 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:22px 0 6px}
 svg{display:block;max-width:none} .chart{overflow-x:auto}
 .lane{fill:#f7f7f7;stroke:#ddd} .grid{stroke:#e4e4e4} .tick{font-size:10px;fill:#666}
 .lbl{font-size:12px;fill:#222} .sub{font-size:10px;fill:#666} .evl{font-size:11px}
+.state{stroke:#fff} .s0{fill:#e8e8e8} .s1{fill:#d6d6d6}
 .mark{stroke-width:1} .mark-strong{stroke-width:1.5;stroke-dasharray:4 2}
 .span-user{fill:#7b3fb5;fill-opacity:.10} .span-agent{fill:#b04a2a;fill-opacity:.10}
 .erle{fill:none;stroke:#6a3d9a;stroke-width:1.5} .erle-dot{fill:#6a3d9a}

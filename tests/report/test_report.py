@@ -81,6 +81,10 @@ def test_the_page_draws_three_waveforms_from_the_audio_and_every_event(
     for label in ("183 ms", "500 ms", "42 ms", "agent_ended", "12.00 s"):
         assert label in page
     assert '<polyline points="' in page  # the echo-reduction curve
+    # the state lane: "listening -> connecting" at 1.1 s starts a segment labelled with the new state
+    segment = re.search(r'<title>1\.10 s connecting</title><rect x="([0-9.]+)"[^>]*class="state s\d"/>'
+                        r'<text [^>]*>connecting</text>', page)
+    assert segment is not None and abs(float(segment.group(1)) - column_x(1.1, duration)) <= 0.1
 
 
 def test_waveforms_and_events_share_one_time_axis(make_recording: MakeRecording,
