@@ -170,10 +170,9 @@ async def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 async def _cmd_devices(args: argparse.Namespace) -> int:
-    from vatel_edge.audio.setup_tools import format_devices, list_devices
+    from vatel_edge.audio.setup_tools import devices_command
 
-    print(format_devices(await asyncio.to_thread(list_devices)))
-    return 0
+    return await devices_command(sys.stdout)
 
 
 async def _cmd_mic_test(args: argparse.Namespace) -> int:

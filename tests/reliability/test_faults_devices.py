@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,9 @@ from tests.support.events import Events
 from tests.support.logs import count_mentions
 from tests.support.pulse import RATE, PulseServer
 from vatel_edge import daemon as daemon_module
+from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.format import VATEL_FORMAT
+from vatel_edge.audio.playback import Player
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import tone
 from vatel_edge.state import State
@@ -159,4 +162,57 @@ async def test_mic_and_speaker_vanish_mid_turn_and_come_back(
     assert count_mentions(caplog, "microphone is back") == {"vatel_edge.audio.capture": 1}
     assert player.stats["reopens"] >= 1
     assert count_mentions(caplog, "speaker lost") == {"vatel_edge.audio.playback": 1}
+    assert count_mentions(caplog, "speaker is back") == {"vatel_edge.audio.playback": 1}
+
+
+async def test_both_devices_missing_for_several_retries_are_logged_once_each_way(
+    private_pulse: PulseServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Microphone and speaker absent at start: the daemon tries to open each several times (counted by a spy
+    on the real open), logs "unavailable" once per device, not per attempt, and "is back" once when they
+    appear; then a session has microphone audio and the speaker plays."""
+    caplog.set_level(logging.DEBUG, logger="vatel_edge")
+    monkeypatch.setattr(daemon_module, "READY_WAIT_S", 1.0)
+    attempts = {"capture": 0, "playback": 0}
+
+    def counting(cls: type[Capture] | type[Player], direction: str) -> None:
+        real = cls._open
+
+        def _open(self: Any) -> Any:
+            attempts[direction] += 1
+            return real(self)
+
+        monkeypatch.setattr(cls, "_open", _open)
+
+    counting(Capture, "capture")
+    counting(Player, "playback")
+    _unload(private_pulse, "mic")
+    _unload(private_pulse, "spk")
+
+    async def speak(s: SimSession) -> None:
+        await s.wait_audio(300, timeout=15)
+        await s.send_turn("t1", tone(300), realtime=True)
+        await s.wait_seconds(0.5)
+        await s.end_session()
+
+    async with Simulator(script=speak) as sim:
+        cfg = reliability_config(tmp_path, sim.base_url, sim.agent_id)
+        async with live_daemon(cfg, sim.api_key) as daemon:
+            await _wait_for(lambda: min(attempts.values()) >= 4, 15, "four open attempts of each device")
+            assert count_mentions(caplog, "unavailable") == {"vatel_edge.audio.capture": 1,
+                                                             "vatel_edge.audio.playback": 1}
+            _load(private_pulse, "mic")
+            _load(private_pulse, "spk")
+            capture, player = daemon.capture, daemon.player
+            assert capture is not None and player is not None
+            await _wait_for(lambda: capture.last_frame_at is not None, RECOVERY_S + 10, "frames after the mic appeared")
+            await _wait_for(lambda: count_mentions(caplog, "speaker is back") != {}, RECOVERY_S + 10,
+                            "the speaker back")
+            periods_before = player.stats["periods"]
+            await wake_and_wait(daemon, timeout=30)
+            assert sim.sessions[0].audio_ms() >= 300
+            assert player.stats["periods"] > periods_before
+    assert min(attempts.values()) >= 4, attempts
+    assert count_mentions(caplog, "unavailable") == {"vatel_edge.audio.capture": 1, "vatel_edge.audio.playback": 1}
+    assert count_mentions(caplog, "microphone is back") == {"vatel_edge.audio.capture": 1}
     assert count_mentions(caplog, "speaker is back") == {"vatel_edge.audio.playback": 1}

@@ -166,3 +166,11 @@ def pcm_names(direction: Direction) -> list[str]:
         return list(alsaaudio.pcms(_TYPES[direction]))
     except alsaaudio.ALSAAudioError as exc:
         raise AudioDeviceError(f"cannot list ALSA devices: {exc}") from None
+
+
+def sound_cards() -> list[str]:
+    """The sound cards the kernel has (what `aplay -l` lists), by ALSA id; empty when there is none."""
+    try:
+        return [str(card) for card in alsaaudio.cards()]
+    except alsaaudio.ALSAAudioError:
+        return []

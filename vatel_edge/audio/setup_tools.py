@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from vatel_edge.audio.alsa import AlsaPcm, Direction, pcm_names
+from vatel_edge.audio.alsa import AlsaPcm, Direction, pcm_names, sound_cards
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.format import VATEL_FORMAT, level_dbfs
 from vatel_edge.audio.playback import Player
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from vatel_edge.audio.wakeword import GatedWakeWord
 
 PROBE_PERIOD_MS = 20
+#: What to check when the kernel has no sound card at all.
+NO_CARD_HINT = (
+    "check that the USB microphone or speaker is plugged in (lsusb), that a HAT's dtoverlay= line is in "
+    "/boot/firmware/config.txt (then reboot), and what `arecord -l` and `aplay -l` show"
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,54 @@ def format_devices(devices: Iterable[DeviceInfo]) -> str:
     return "\n".join(lines) + ("\n" if lines else "no ALSA PCM devices found\n")
 
 
+#: alsa-lib's open errors (strerror text) in words.
+ALSA_ERRORS = {
+    "No such file or directory": "ALSA has no device of that name, or its card is not there",
+    "Device or resource busy": "another program has the device open; stop it, or use a dsnoop/dmix device",
+    "Permission denied": "this user may not open /dev/snd: add it to the group audio",
+    "Connection refused": "the sound server (PulseAudio/PipeWire) this device goes through is not running",
+}
+
+
+async def devices_command(out: TextIO) -> int:
+    """`vatel-edge devices`: the sound cards (or plainly that there is none), then every PCM and how it opens.
+
+    It lists and explains; exit status 0 also when nothing opens (`mic-test`/`speaker-test` check one device).
+    """
+    cards = await asyncio.to_thread(sound_cards)
+    devices = await asyncio.to_thread(list_devices)
+    if cards:
+        out.write(f"sound cards: {', '.join(cards)}\n")
+    else:
+        out.write(f"no sound card found: ALSA lists no cards; {NO_CARD_HINT}\n")
+    out.write(format_devices(devices))
+    missing = [  # `null` opens without any hardware: it is no microphone or speaker
+        direction for direction in ("capture", "playback")
+        if not any(d.name != "null" and _opens(getattr(d, direction)) for d in devices)
+    ]
+    for direction in missing:
+        out.write(f"no PCM device opens for {direction}\n")
+    return 0
+
+
+def _opens(probe: str | None) -> bool:
+    return probe is not None and not probe.startswith("error:")
+
+
+def require_device(name: str, direction: Direction) -> None:
+    """Open and close `name` once, so a set-up command fails at once with why (the daemon retries instead).
+
+    Raises AudioDeviceError naming the device and ALSA's error, and what to check next.
+    """
+    try:
+        AlsaPcm(name, direction, period_ms=PROBE_PERIOD_MS, periods=4).close()
+    except AudioDeviceError as exc:
+        meaning = next((words for error, words in ALSA_ERRORS.items() if error in str(exc)), None)
+        hint = (f"no sound card found: {NO_CARD_HINT}" if not sound_cards()
+                else f"`vatel-edge devices` lists the {direction} devices that open")
+        raise AudioDeviceError(f"{exc}" + (f" ({meaning})" if meaning else "") + f"; {hint}") from None
+
+
 def _meter(dbfs: float, width: int = 40) -> str:
     filled = max(0, min(width, round((dbfs + 60) / 60 * width)))
     return "#" * filled + "." * (width - filled)
@@ -85,7 +138,11 @@ async def mic_test(
     wake_word: GatedWakeWord | None = None,
 ) -> int:
     """Print one level line per captured frame (dBFS, meter, VAD decision, and with `wake_word` the wake-word
-    probability, which is 0 while the VAD hears no voice) for `seconds`; frames seen."""
+    probability, which is 0 while the VAD hears no voice) for `seconds`; frames seen.
+
+    Raises AudioDeviceError when the device does not open, or delivers no frame in `seconds`.
+    """
+    await asyncio.to_thread(require_device, cfg.capture_device, "capture")
     frames = 0
     async with Capture(cfg) as capture:
         loop = asyncio.get_running_loop()
@@ -109,6 +166,8 @@ async def mic_test(
             out.flush()
         if capture.negotiated:
             out.write(f"device: {capture.negotiated}\n")
+    if frames == 0:
+        raise AudioDeviceError(f"capture device {cfg.capture_device!r} delivered no audio in {seconds:g} s")
     return frames
 
 
@@ -126,8 +185,14 @@ def chime(notes: Iterable[float] = (659.25, 880.0), note_ms: float = 180.0, fade
 
 
 async def speaker_test(cfg: AudioConfig, timeout: float = 10.0) -> bool:
-    """Play the chime through the configured speaker; True when it played out within `timeout`."""
+    """Play the chime through the configured speaker; True when it played out within `timeout`.
+
+    Raises AudioDeviceError when the device does not open or the chime did not play out in `timeout`.
+    """
+    await asyncio.to_thread(require_device, cfg.playback_device, "playback")
     async with Player(cfg) as player:
         player.play_sound(chime())
         await asyncio.sleep(0)
-        return await player.wait_idle(timeout)
+        if not await player.wait_idle(timeout):
+            raise AudioDeviceError(f"playback device {cfg.playback_device!r} did not play the chime in {timeout:g} s")
+        return True
