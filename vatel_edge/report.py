@@ -517,7 +517,7 @@ svg{display:block;max-width:none} .chart{overflow-x:auto}
 .lane{fill:#f7f7f7;stroke:#ddd} .grid{stroke:#e4e4e4} .tick{font-size:10px;fill:#666}
 .lbl{font-size:12px;fill:#222} .sub{font-size:10px;fill:#666} .evl{font-size:11px}
 .state{stroke:#fff} .s0{fill:#e8e8e8} .s1{fill:#d6d6d6}
-.mark{stroke-width:1} .mark-strong{stroke-width:1.5;stroke-dasharray:4 2}
+.mark{stroke-width:1} .mark-strong{stroke-width:2;stroke-dasharray:4 2} .ev line{shape-rendering:crispEdges}
 .span-user{fill:#7b3fb5;fill-opacity:.10} .span-agent{fill:#b04a2a;fill-opacity:.10}
 .erle{fill:none;stroke:#6a3d9a;stroke-width:1.5} .erle-dot{fill:#6a3d9a}
 table{border-collapse:collapse} td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
