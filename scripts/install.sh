@@ -175,6 +175,24 @@ root_dpkg() { [ -n "$ROOT" ] && [ -f "$ROOT/var/lib/dpkg/status" ]; }
 # root_dpkg_field FIELD PACKAGE: a field of PACKAGE in that database (nothing, status 1, if absent).
 root_dpkg_field() { dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f="\${$1}\n" "$2" 2>/dev/null; }
 
+# 32-bit ARM is refused: PyPI has no armv7l wheels for numpy, webrtcvad-wheels, pywebrtc-audio, pyalsaaudio,
+# systemd-python or gpiod, and no build from source there is checked. 32-bit Raspberry Pi OS often runs a 64-bit
+# kernel (uname -m says aarch64), so the userland's dpkg architecture counts too; under --root, the image's.
+refuse_32bit_arm() {
+  local machine dpkg_arch
+  machine="$(uname -m 2>/dev/null || true)"
+  if root_dpkg; then
+    dpkg_arch="$(root_dpkg_field Architecture libc6 | head -n 1 || true)"
+  else
+    dpkg_arch="$(dpkg --print-architecture 2>/dev/null || true)"
+  fi
+  case "$machine/$dpkg_arch" in
+    armv6l/*|armv7l/*|armv8l/*|*/armhf|*/armel)
+      die "32-bit ARM (${machine:-?}, dpkg architecture ${dpkg_arch:-?}) is not supported: PyPI has no 32-bit ARM wheels for numpy, webrtcvad-wheels, pywebrtc-audio, pyalsaaudio, systemd-python and gpiod, and no build from source is tested there; use 64-bit Raspberry Pi OS (arm64)" ;;
+  esac
+}
+[ "$UNINSTALL" -eq 1 ] || refuse_32bit_arm
+
 # install_file SRC DEST MODE: copy when different; reports what it did.
 install_file() {
   local src="$1" dest="$2" mode="$3"
