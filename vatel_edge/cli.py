@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("events", help="follow the running daemon's state changes and events as JSON lines")
     _add_config(p)
+    p = sub.add_parser("record", help="record the next SECONDS in the running daemon ([debug] record_sessions)")
+    _add_config(p)
+    p.add_argument("--seconds", type=float, default=30.0, help="how long (a session then running is recorded whole)")
     p = sub.add_parser("mute", help="privacy mute: no wake, no session, no microphone audio leaves the device")
     _add_config(p)
     p = sub.add_parser("unmute", help="lift a software mute (not one of the hardware mute switch)")
@@ -246,6 +249,12 @@ async def _cmd_events(args: argparse.Namespace) -> int:
     return 1
 
 
+async def _cmd_record(args: argparse.Namespace) -> int:
+    from vatel_edge.recording import record_command
+
+    return await record_command(_socket_path(args), args.seconds)
+
+
 async def _cmd_mute(args: argparse.Namespace) -> int:
     from vatel_edge.control import control_request
 
@@ -290,6 +299,7 @@ COMMANDS = {
     "trigger": _cmd_trigger,
     "status": _cmd_status,
     "events": _cmd_events,
+    "record": _cmd_record,
     "mute": _cmd_mute,
     "unmute": _cmd_mute,
     "tool": _cmd_tool,

@@ -294,7 +294,7 @@ class Daemon:
                 self.counters.sessions += 1
                 parts = SessionParts(rt.player, rt.tools, rt.echo, rt.sounds, rt.gate, self.sm, self.notifier,
                                      self._emit, self._tool_context, self.cfg.audio.frame_ms,
-                                     self.cfg.session.close_timeout_s)
+                                     self.cfg.session.close_timeout_s, rt.recorder.on_sent)
                 self._live = rt.mic.barge_in_target = LiveSession(session, conv, audio, parts)
                 await self._live.run(stopping=self._stop.is_set)
         finally:

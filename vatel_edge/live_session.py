@@ -16,6 +16,7 @@ from typing import Any
 
 from vatel_edge import protocol
 from vatel_edge.audio.aec_path import EchoPath
+from vatel_edge.audio.capture import CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.audio.playback import InterruptReport, Player
 from vatel_edge.backoff import Backoff
@@ -80,6 +81,7 @@ class SessionParts:
     tool_context: Callable[[str | None], ToolContext]  # the context for a tool call of session `id`
     frame_ms: int
     close_timeout_s: float
+    on_sent: Callable[[CaptureFrame, bytes], None] | None = None  # each input_audio sent, with its frame (recording)
 
 
 class LiveSession:
@@ -226,6 +228,8 @@ class LiveSession:
                 # The socket is gone: the receiver ends too and records the session's real outcome.
                 log.info("input_audio stopped: %s", exc)
                 return
+            if self._p.on_sent is not None:
+                self._p.on_sent(frame, pcm)
 
     async def _tick(self) -> None:
         """Idle and max-duration limits; the end of agent speech."""

@@ -30,6 +30,7 @@ from vatel_edge.errors import VatelEdgeError
 from vatel_edge.feedback import DeviceFeedback
 from vatel_edge.gpio import ButtonWatch, GpioBackend, make_gpio_backend
 from vatel_edge.notify import Notifier, Watchdog
+from vatel_edge.recording import Recorder, check_recordings
 from vatel_edge.token import TokenProvider
 from vatel_edge.tools.registry import ToolRegistry
 from vatel_edge.wake import WakeGate
@@ -81,6 +82,7 @@ class Runtime:
     watchdog: Watchdog
     button: ButtonWatch | None  # wake.mode = "button" only
     feedback: DeviceFeedback | None  # LEDs, hook, mute switch, buttons, kept volume (None: opened without a daemon)
+    recorder: Recorder  # session recordings ([debug] record_sessions; off: it only answers `record`)
 
     def stats(self) -> dict[str, Any]:
         """The components' statistics for `vatel-edge status`: capture, player, echo, tokens, token_status."""
@@ -101,6 +103,7 @@ def check_runnable(cfg: Config) -> None:
     the echo engine and local barge-in, the wake-word models, the MQTT password. ConfigError names the key."""
     check_duplex(cfg)
     raise_wake_word_problems(cfg)
+    check_recordings(cfg)  # record_sessions > 0 without a usable state directory
     if cfg.mqtt.enabled:
         read_mqtt_password(cfg.mqtt)
 
@@ -145,11 +148,14 @@ async def open_runtime(
             wake_word=words.wake,
             barge_word=words.barge,
         )
+        recorder = await stack.enter_async_context(  # its tap is the path's first stage; closed after the capture
+            Recorder(cfg, mic, player, echo, daemon.events if daemon is not None else None))
         await stack.enter_async_context(capture)  # the microphone path is its sink from the first frame
         _log_duplex(cfg, echo, local_barge_in, words.barge is not None)
         sounds = Sounds(cfg, player)
         events = daemon.events if daemon is not None else None  # `vatel-edge events` streams the daemon's hub
-        await stack.enter_async_context(ControlServer(cfg.control.socket_path, control, events=events))
+        await stack.enter_async_context(ControlServer(cfg.control.socket_path, recorder.control(control),
+                                                      events=events))
         button: ButtonWatch | None = None
         if w.mode == "button":
             # Requested before READY: a missing chip or line is a start-up error naming both.
@@ -169,7 +175,8 @@ async def open_runtime(
             from vatel_edge.mqtt import enter_fleet_links  # only when configured: aiomqtt, prometheus-client
 
             await enter_fleet_links(stack, cfg, daemon)  # MQTT bridge, metrics file (closed first)
-        yield Runtime(cfg, gpio, tools, tokens, echo, player, capture, mic, sounds, watchdog, button, feedback)
+        yield Runtime(cfg, gpio, tools, tokens, echo, player, capture, mic, sounds, watchdog, button, feedback,
+                      recorder)
 
 
 def _log_duplex(cfg: Config, echo: EchoPath | None, local_barge_in: bool, by_word: bool = False) -> None:

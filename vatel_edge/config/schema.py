@@ -327,6 +327,18 @@ class MetricsConfig:
     interval_s: float = opt(5.0, "How often the metrics file is rewritten.", min=1, max=300)
 
 
+@dataclass(frozen=True)
+class DebugConfig:
+    """[debug]: session recordings (recording.py); off by default."""
+
+    record_sessions: int = opt(
+        0, "Keep the last N sessions in recordings/ of the state directory (microphone, sent and played audio, "
+        "the event timeline with transcripts; files 0600); 0: nothing is recorded.", min=0, max=1000,
+    )
+    record_max_mb: int = opt(200, "Total size of the recordings in MB; the oldest is deleted first.", min=1,
+                             max=100000)
+
+
 SECTIONS: dict[str, type[Any]] = {
     "vatel": VatelConfig,
     "audio": AudioConfig,
@@ -343,6 +355,7 @@ SECTIONS: dict[str, type[Any]] = {
     "gpio": GpioConfig,
     "mqtt": MqttConfig,
     "metrics": MetricsConfig,
+    "debug": DebugConfig,
 }
 
 
@@ -365,6 +378,7 @@ class Config:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     tools: Mapping[str, ToolSpec] = field(default_factory=dict)
     path: str | None = None
 

@@ -1,0 +1,309 @@
+"""Session recordings end to end: the real daemon on the real-time test devices (PulseAudio null sinks) against
+the simulator over real sockets, recording into a temporary state directory.
+
+What is checked: the layout and the file modes; that mic.wav, sent.wav and played.wav line up in time (the sent
+audio is what the server received and equals the microphone sample for sample where the timeline says it starts,
+as no echo canceller runs on these devices); the timeline's events and summary; retention by count and by size;
+nothing with record_sessions = 0; `vatel-edge record --seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+import time
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from tests.support.config import daemon_config
+from tests.support.daemon import VATEL_EDGE, quick_end
+from tests.support.events import Events
+from tests.support.pulse import PulseServer
+from vatel_edge.audio.format import VATEL_FORMAT
+from vatel_edge.config import Config
+from vatel_edge.daemon import Daemon, running
+from vatel_edge.devkit.fixtures import shipped_speech, toml_text
+from vatel_edge.devkit.simulator import SimSession, Simulator
+from vatel_edge.devkit.simulator.script import tone
+from vatel_edge.errors import ConfigError
+from vatel_edge.recording.store import dir_bytes
+from vatel_edge.runtime import check_runnable
+from vatel_edge.state import State
+
+pytestmark = pytest.mark.timeout(180)
+FMT = VATEL_FORMAT
+LAYOUT = {"mic.wav", "sent.wav", "played.wav", "timeline.json"}
+Pcm = npt.NDArray[np.int16]
+
+
+def recording_config(tmp_path: Path, sim: Simulator, keep: int, **overrides: Any) -> Config:
+    """Manual wake, recordings on (`keep`) in tmp_path/state."""
+    return daemon_config(tmp_path, sim.base_url, sim.agent_id, wake={"mode": "manual", "cooldown_ms": 0},
+                         state={"directory": str(tmp_path / "state")},
+                         debug={"record_sessions": keep, **overrides.pop("debug", {})}, **overrides)
+
+
+@asynccontextmanager
+async def live(cfg: Config, sim: Simulator) -> AsyncIterator[tuple[Daemon, Events]]:
+    events = Events()
+    daemon = Daemon(cfg, api_key=sim.api_key, on_event=events)
+    async with running(daemon):
+        await daemon.wait_state(State.LISTENING, timeout=20)
+        yield daemon, events
+
+
+def recordings(tmp_path: Path) -> list[Path]:
+    root = tmp_path / "state" / "recordings"
+    return sorted((p for p in root.iterdir()), key=lambda p: int(p.name.rsplit("-", 1)[1])) if root.exists() else []
+
+
+async def wait_complete(tmp_path: Path, count: int, timeout: float = 10.0) -> list[Path]:
+    """The recordings once at least `count` have their timeline.json (the writer thread writes it last)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = [p for p in recordings(tmp_path) if (p / "timeline.json").exists()]
+        if len(done) >= count or time.monotonic() > deadline:
+            return done
+        await asyncio.sleep(0.1)
+
+
+def read_wav(path: Path) -> Pcm:
+    with wave.open(str(path), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (FMT.rate, 1, 2), path
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def timeline(rec: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((rec / "timeline.json").read_text(encoding="utf-8"))
+    return doc
+
+
+async def one_session(daemon: Daemon) -> None:
+    assert daemon.trigger("test")
+    await asyncio.sleep(0.2)
+    await daemon.wait_state(State.LISTENING, timeout=20)
+
+
+async def test_a_session_recording_lines_up_with_what_the_server_received(pulse: PulseServer, tmp_path: Path) -> None:
+    """One session with speech, a transcript, a tool call, an agent turn cut by the server: the directory holds
+    exactly the four files (0600, directories 0700); the three WAVs are equally long; sent.wav, from where the
+    timeline says the sent audio starts, is byte for byte what the simulator received and equals mic.wav there
+    (no canceller acts on these devices); played.wav holds the agent's turn from when the timeline says it
+    started and is silent after the barge-in; the events and the summary figures are there."""
+    agent = tone(3000, freq=330.0)
+    sessions: list[SimSession] = []
+
+    async def script(s: SimSession) -> None:
+        sessions.append(s)
+        await s.wait_audio(2000, timeout=15)
+        await s.speech_started()
+        await s.send_transcript("please turn on the light")
+        await s.speech_stopped()
+        await s.tool_call("set_light", {"on": True})
+        turn = asyncio.create_task(s.send_turn("t1", agent, text="The light is on.", realtime=True))
+        await asyncio.sleep(1.2)
+        await s.interrupt()
+        await turn
+        await asyncio.sleep(0.5)
+        await s.end_session()
+
+    speech = shipped_speech("user_request.wav")
+    async with Simulator(script=script) as sim, live(recording_config(tmp_path, sim, 3), sim) as (daemon, _):
+        feed = pulse.feed_mic(bytes(FMT.nbytes(800)) + speech + bytes(FMT.nbytes(4000)))
+        await asyncio.sleep(0.6)
+        await one_session(daemon)
+        feed.wait(timeout=30)
+        done = await wait_complete(tmp_path, 1)
+    assert len(done) == 1 and len(sessions) == 1
+    rec, received = done[0], bytes(sessions[0].input_audio)
+    root = rec.parent
+    assert {p.name for p in rec.iterdir()} == LAYOUT
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700 and stat.S_IMODE(rec.stat().st_mode) == 0o700
+    for p in rec.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+
+    doc = timeline(rec)
+    assert doc["version"] == 1 and doc["rate"] == FMT.rate
+    assert doc["files"] == {"mic": "mic.wav", "sent": "sent.wav", "played": "played.wav"}
+    assert doc["started_at"].endswith("+00:00")
+    mic, sent, played = (read_wav(rec / doc["files"][k]) for k in ("mic", "sent", "played"))
+    assert len(mic) == len(sent) == len(played)
+    summary = doc["summary"]
+    assert abs(summary["duration_s"] - len(mic) / FMT.rate) < 0.01
+
+    # sent.wav from sent_from_s is what the server received, and the raw microphone at the same samples
+    start = round(summary["sent_from_s"] * FMT.rate)
+    n = len(received) // 2
+    assert start >= 0 and start + n <= len(sent)
+    got = np.frombuffer(received, dtype="<i2")
+    assert np.array_equal(sent[start : start + n], got), "sent.wav is not what the server received"
+    assert np.array_equal(mic[start : start + n], got), "the mic at the timeline's offset is not what was sent"
+    assert not sent[:start].any() and not sent[start + n :].any()
+    assert np.abs(got.astype(np.int32)).max() > 1000, "the sent audio holds no speech: the test proves nothing"
+
+    events = doc["events"]
+    kinds = [e["kind"] for e in events]
+    for kind in ("state", "wake", "speech_started", "speech_stopped", "transcript", "tool_call", "agent_turn_start",
+                 "interrupted", "barge_in", "agent_turn_end", "end"):
+        assert kind in kinds, f"no {kind} event in {kinds}"
+    assert [e["t"] for e in events] == sorted(e["t"] for e in events)
+    assert events[0]["kind"] == "state" and events[0]["text"] == "listening -> connecting"
+    user = [e for e in events if e["kind"] == "transcript" and e["role"] == "user"]
+    assert user[0]["text"] == "please turn on the light"
+    assert any(e["kind"] == "transcript" and e["role"] == "agent" and e["text"] == "The light is on." for e in events)
+    tool = next(e for e in events if e["kind"] == "tool_call")
+    assert tool["name"] == "set_light" and tool["outcome"] == "ok"
+    wake_t = next(e["t"] for e in events if e["kind"] == "wake")
+    assert 0.45 <= summary["preroll_ms"] / 1000 <= 0.6, summary  # manual trigger: wake.preroll_ms = 500 before it
+    assert abs(wake_t - summary["preroll_ms"] / 1000 - summary["sent_from_s"]) < 0.002
+    assert 0 < summary["wake_latency_ms"] < 5000
+    assert summary["barge_in_stop_ms"] is not None and 0 <= summary["barge_in_stop_ms"] < 300, summary
+    assert summary["end_reason"] == "session_ended by server"
+    assert doc["erle"] == []  # no canceller runs on these devices
+
+    # played.wav: the agent's tone from its turn's start, nothing after the barge-in
+    turn_t = next(e["t"] for e in events if e["kind"] == "agent_turn_start")
+    barge_t = next(e["t"] for e in events if e["kind"] == "barge_in")
+    loud = np.flatnonzero(np.abs(played.astype(np.int32)) > 100)
+    assert loud.size, "played.wav is silent"
+    first, last = loud[0] / FMT.rate, loud[-1] / FMT.rate
+    assert turn_t - 0.05 <= first <= turn_t + 0.6, (first, turn_t)
+    assert last <= barge_t + 0.25, (last, barge_t)
+    block = np.frombuffer(agent, dtype="<i2")[4800:7200]
+    hit = played[loud[0] : loud[0] + 24000]
+    assert any(np.array_equal(hit[i : i + 16], block[:16]) for i in range(0, 9600)), "the agent's audio is not there"
+
+
+async def test_only_the_last_n_sessions_are_kept(pulse: PulseServer, tmp_path: Path) -> None:
+    """record_sessions = 2 and three sessions: exactly the two newest recordings remain, each complete."""
+    async with Simulator(script=quick_end) as sim, live(recording_config(tmp_path, sim, 2), sim) as (daemon, _):
+        for _ in range(3):
+            await one_session(daemon)
+            await wait_complete(tmp_path, 1)
+        await asyncio.sleep(0.5)
+    left = await wait_complete(tmp_path, 2)
+    assert [p.name.rsplit("-", 1)[1] for p in recordings(tmp_path)] == ["2", "3"]
+    assert [p.name.rsplit("-", 1)[1] for p in left] == ["2", "3"]
+    for rec in left:
+        assert {p.name for p in rec.iterdir()} == LAYOUT
+        assert timeline(rec)["summary"]["end_reason"] == "session_ended by server"
+
+
+async def test_the_total_size_is_bounded_oldest_first(pulse: PulseServer, tmp_path: Path) -> None:
+    """record_max_mb = 2 with room for 20 by count: sessions of ~2.5 s after 4.5 s of kept history take about
+    1 MB each (three tracks of ~7 s), so after four sessions the oldest are gone, the rest fit in 2 MB, and the
+    newest is kept whole."""
+
+    async def script(s: SimSession) -> None:
+        await s.wait_audio(2500, timeout=10)
+        await s.end_session()
+
+    async with Simulator(script=script) as sim, live(
+        recording_config(tmp_path, sim, 20, debug={"record_max_mb": 2}), sim
+    ) as (daemon, _):
+        await asyncio.sleep(5.0)  # the kept history fills
+        for _ in range(4):
+            await one_session(daemon)
+            await wait_complete(tmp_path, 1)
+            await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)
+    left = recordings(tmp_path)
+    numbers = [int(p.name.rsplit("-", 1)[1]) for p in left]
+    assert numbers and numbers[-1] == 4 and numbers == list(range(numbers[0], 5)), numbers
+    assert len(left) < 4, "nothing was deleted: the size bound did not act"
+    assert sum(dir_bytes(p) for p in left) <= 2_000_000
+    assert dir_bytes(left[-1]) > 600_000
+    for p in left:
+        summary = timeline(p)["summary"]
+        assert summary["truncated_at_s"] is None and summary["duration_s"] > 5.0, summary
+
+
+async def test_nothing_is_recorded_when_off(pulse: PulseServer, tmp_path: Path) -> None:
+    """record_sessions = 0 (the default): a session runs, nothing is created in the state directory, no tap is
+    installed, and a record request is refused saying how to turn recordings on."""
+    state = tmp_path / "state"
+    state.mkdir()
+    async with Simulator(script=quick_end) as sim, live(recording_config(tmp_path, sim, 0), sim) as (daemon, _):
+        rt = daemon.runtime
+        assert rt is not None and not rt.recorder.enabled and rt.recorder not in rt.mic.stages
+        assert rt.recorder.on_sent is None
+        await one_session(daemon)
+        reply = await asyncio.wait_for(rt.recorder.control(daemon._control)({"cmd": "record", "seconds": 5}), 5)
+        assert reply["ok"] is False and "record_sessions" in reply["error"]
+        await asyncio.sleep(0.5)
+    assert list(state.iterdir()) == []
+
+
+def test_recordings_without_a_state_directory_are_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """record_sessions > 0 with neither [state] directory nor $STATE_DIRECTORY: the daemon refuses to start (and a
+    reload is refused), naming the key; with $STATE_DIRECTORY it starts."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    cfg = daemon_config(tmp_path, "http://127.0.0.1:9", "3c90c3cc-0d44-4b50-8888-8dd25736052a",
+                        debug={"record_sessions": 1})
+    with pytest.raises(ConfigError) as exc:
+        check_runnable(cfg)
+    assert exc.value.problems[0].startswith("debug.record_sessions: ")
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "sd"))
+    check_runnable(cfg)
+    assert stat.S_IMODE((tmp_path / "sd" / "recordings").stat().st_mode) == 0o700
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(VATEL_EDGE, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_record_seconds_records_the_next_seconds(pulse: PulseServer, tmp_path: Path) -> None:
+    """`vatel-edge record --seconds 2 --config FILE` while listening: it prints the directory, which is complete
+    about 2 s later, holds the microphone of those seconds (and the history before) and no session; a second
+    request while it runs extends it. With recordings off the command fails and says why."""
+    async with Simulator(script=quick_end) as sim:
+        cfg = recording_config(tmp_path, sim, 2)
+        conf = tmp_path / "vatel-edge.toml"
+        conf.write_text(toml_text({"vatel": {"agent_id": sim.agent_id},
+                                   "control": {"socket_path": cfg.control.socket_path}}), encoding="utf-8")
+        async with live(cfg, sim):
+            mark = tone(1000, freq=500.0, level_dbfs=-15)
+            code, out, err = await _cli("record", "--seconds", "2", "--config", str(conf))
+            asked = time.monotonic()
+            assert code == 0, err
+            pulse.feed_mic(mark)
+            path = Path(out.splitlines()[0].split(": ", 1)[1])
+            assert path.parent == tmp_path / "state" / "recordings"
+            done = await wait_complete(tmp_path, 1, timeout=10)
+            took = time.monotonic() - asked
+        assert len(done) == 1 and done[0] == path
+        assert 1.5 <= took <= 4.0, took
+        doc = timeline(path)
+        assert doc["summary"]["end_reason"] == "recording time elapsed"
+        assert not [e for e in doc["events"] if e["kind"] == "wake"]
+        mic = read_wav(path / "mic.wav")
+        assert 2.0 <= len(mic) / FMT.rate <= 2.0 + 4.5 + 1.5, len(mic) / FMT.rate
+        assert np.abs(mic.astype(np.int32)).max() > 3000, "the tone fed during the window is not in mic.wav"
+        assert not read_wav(path / "sent.wav").any()
+
+        off = tmp_path / "off"
+        off.mkdir()
+        cfg_off = recording_config(off, sim, 0)
+        conf.write_text(toml_text({"vatel": {"agent_id": sim.agent_id},
+                                   "control": {"socket_path": cfg_off.control.socket_path}}), encoding="utf-8")
+        async with live(cfg_off, sim):
+            code, out, err = await _cli("record", "--seconds", "2", "--config", str(conf))
+        assert code == 1 and "record_sessions" in err and out == ""
+    assert sys.executable  # the console script runs in this venv (tests/support/daemon.VATEL_EDGE)
+    assert os.path.exists(VATEL_EDGE)
