@@ -29,6 +29,7 @@ from vatel_edge.devkit.sandbox import PulseServer, install_alsa_config
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import wait_for_utterance
 from vatel_edge.errors import VatelEdgeError
+from vatel_edge.report import write_report
 from vatel_edge.state import State
 
 #: The whole demo must finish well inside this (the issue asks for under 30 s).
@@ -64,7 +65,8 @@ class Timeline:
 
 
 def demo_config(workdir: Path, base_url: str, agent_id: str) -> Config:
-    """The demo's config: the sandbox devices, a shell tool that writes a file, a fake-GPIO LED."""
+    """The demo's config: the sandbox devices, a shell tool that writes a file, a fake-GPIO LED; the session is
+    recorded (under workdir/state/recordings) for its report page."""
     raw = lab_config(
         agent_id,
         base_url,
@@ -72,6 +74,8 @@ def demo_config(workdir: Path, base_url: str, agent_id: str) -> Config:
         wake={"mode": "vad", "preroll_ms": 500, "cooldown_ms": 500},
         session={"idle_timeout_s": 8.0},
         control={"socket_path": str(workdir / "control.sock")},
+        state={"directory": str(workdir / "state")},
+        debug={"record_sessions": 1},
         tools={
             "set_light": {
                 "action": "gpio",
@@ -206,10 +210,22 @@ async def run_demo(*, live: bool, agent_id: str | None, out_dir: str | None, out
     wav = workdir / "agent_audio.wav"
     save_wav(wav, _trim_silence(played))
     _summary(out, timeline, spoke_at, session, played, wav, workdir)
-    ok = session is not None and len(session.tool_outputs) == 2 and "interruption" in [
+    page = _session_report(workdir, out)
+    ok = page is not None and session is not None and len(session.tool_outputs) == 2 and "interruption" in [
         m.type for m in session.messages if m.direction == "out"
     ]
     return 0 if ok else 1
+
+
+def _session_report(workdir: Path, out: TextIO) -> Path | None:
+    """`vatel-edge report` of the demo's session recording, written next to agent_audio.wav; its path."""
+    timelines = sorted((workdir / "state" / "recordings").glob("*/timeline.json"), key=lambda p: p.stat().st_mtime)
+    if not timelines:
+        print("  session report: none (no session recording under state/recordings)", file=out)
+        return None
+    page = write_report(timelines[-1].parent, workdir / "report.html")
+    print(f"  session report: {page} (recording {timelines[-1].parent})", file=out)
+    return page
 
 
 def _trim_silence(pcm: bytes) -> bytes:
@@ -288,4 +304,5 @@ async def _run_live(workdir: Path, agent_id: str | None, out: TextIO) -> int:
             played = await asyncio.to_thread(recording.stop)
     save_wav(workdir / "agent_audio.wav", _trim_silence(played))
     print(f"agent audio written to {workdir / 'agent_audio.wav'}", file=out)
+    _session_report(workdir, out)
     return 0
