@@ -108,20 +108,74 @@ def test_an_engine_failure_falls_back_to_the_raw_mic_and_disarms() -> None:
 
 
 def test_converged_needs_reference_time_and_echo_reduction() -> None:
-    """`converged` turns True only after CONVERGE_S of reference audio with the echo reduced enough."""
+    """With an audible residual (not the quiet rule), `converged` turns True only after CONVERGE_S of
+    reference audio with the echo reduced enough."""
     path = EchoPath(Recorder(), frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=0.5)
     t0 = 20.0
     frames = int(1.0 / FRAME_S)
     seen = []
     for k in range(frames):
-        chunk = noise(N, 500 + k)
+        chunk = noise(N, 500 + k, level=12000)
+        residual = np.frombuffer(noise(N, 900 + k, level=300), dtype="<i2")  # -45 dBFS: not quiet
+        mic = (np.frombuffer(chunk, dtype="<i2") + residual).astype("<i2").tobytes()
         path.on_written(chunk, t0 + k * FRAME_S)
-        path.process(CaptureFrame(chunk, t0 + (k + 1) * FRAME_S, k))
+        path.process(CaptureFrame(mic, t0 + (k + 1) * FRAME_S, k))
         seen.append(path.converged)
     assert not seen[0] and seen[-1]
     assert seen.index(True) * FRAME_S >= 0.5 - FRAME_S
     erle = path.erle_db
     assert erle is not None and erle > 30
+
+
+class PassThrough(Recorder):
+    """A canceller that has learned nothing: its output is the microphone."""
+
+    def process(self, mic: bytes, ref: bytes) -> bytes:
+        return mic
+
+
+def _quiet_rule(mic_of: Any, seconds: float) -> list[bool]:
+    """Loud reference for `seconds`; the microphone frame k is mic_of(k); `converged` after each frame."""
+    path = EchoPath(PassThrough(), frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=60.0)
+    t0 = 20.0
+    seen = []
+    for k in range(int(seconds / FRAME_S)):
+        path.on_written(noise(N, 500 + k, level=12000), t0 + k * FRAME_S)
+        path.process(CaptureFrame(mic_of(k), t0 + (k + 1) * FRAME_S, k))
+        seen.append(path.converged)
+    return seen
+
+
+def test_a_quiet_residual_for_quiet_run_s_of_agent_audio_converges_early() -> None:
+    """No echo path and nobody talking: the residual is quiet, so the path converges after ECHO_LEAD_S +
+    QUIET_RUN_S of agent audio (not CONVERGE_S)."""
+    seen = _quiet_rule(lambda k: noise(N, 700 + k, level=20), 3.0)  # -70 dBFS room noise
+    first = seen.index(True)
+    expected = aec_path.ECHO_LEAD_S + aec_path.QUIET_RUN_S
+    assert expected - 2 * FRAME_S <= (first + 1) * FRAME_S <= expected + 2 * FRAME_S
+
+
+@pytest.mark.parametrize("lag_s", [0.25, 0.7])
+def test_an_echo_arriving_late_breaks_the_quiet_run(lag_s: float) -> None:
+    """An uncancelled echo up to 0.7 s behind the reference (less than ECHO_LEAD_S): the quiet frames before it
+    arrives never add up to a quiet run, nor do 200 ms dips of the echo (shorter than QUIET_RUN_S)."""
+    lag = int(lag_s / FRAME_S)
+
+    def mic(k: int) -> bytes:
+        dip = 50 <= k % 100 < 60  # the reference keeps playing
+        if k < lag or dip:
+            return noise(N, 700 + k, level=20)
+        return noise(N, 300 + k, level=4000)
+
+    assert not any(_quiet_rule(mic, 4.0))
+
+
+def test_no_echo_path_and_a_user_who_pauses_converges_in_the_pause() -> None:
+    """No echo path, the user talking over the agent with a 0.6 s pause at 1.0 s: converged in the pause."""
+    pause = range(int(1.0 / FRAME_S), int(1.6 / FRAME_S))
+    seen = _quiet_rule(lambda k: noise(N, 700 + k, level=20 if k in pause else 5000), 3.0)
+    assert not any(seen[: pause[0]])
+    assert seen.index(True) < pause[-1]
 
 
 def test_mic_envelope_is_continuous_across_frames_not_on_block_boundaries() -> None:
@@ -180,3 +234,25 @@ def test_self_aligning_engines_keep_their_reference_in_place() -> None:
         ref.frame_for(7.0 + (k + 1) * FRAME_S, 0.0, NBYTES, mic=mic[k * NBYTES : (k + 1) * NBYTES])
     assert ref.estimated_delay_s is not None and abs(ref.estimated_delay_s - 0.06) < 0.03
     assert ref.delay_s == 0.0 and ref.stats["delay_changes"] == 0
+
+
+def test_echo_likeness_tells_a_leaking_echo_from_the_user() -> None:
+    """Through a canceller that removed nothing, the agent's voice 60 ms late and 10 dB down resembles the
+    reference (>= 0.5); recorded human speech with no echo in it does not (< ECHO_LIKE_CORRELATION)."""
+    from vatel_edge.devkit.fixtures import shipped_speech
+    from vatel_edge.devkit.speech import human_speech
+
+    agent = np.frombuffer(shipped_speech("agent_answer.wav"), dtype="<i2")[: FMT.samples(3000)]
+    user = np.frombuffer(human_speech("dashwood"), dtype="<i2")[FMT.samples(500) : FMT.samples(3500)]
+    lag = FMT.samples(60)
+    echo = np.concatenate([np.zeros(lag), agent[:-lag] * 10 ** (-10 / 20)]).astype("<i2")
+
+    def likeness(mic: np.ndarray) -> float:
+        path = EchoPath(PassThrough(), frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0))
+        for k in range(agent.size // N):
+            path.on_written(agent[k * N : (k + 1) * N].tobytes(), 20.0 + k * FRAME_S)
+            path.process(CaptureFrame(mic[k * N : (k + 1) * N].tobytes(), 20.0 + (k + 1) * FRAME_S, k))
+        return path.echo_likeness()
+
+    assert likeness(echo) >= 0.5
+    assert likeness(user) < aec_path.ECHO_LIKE_CORRELATION

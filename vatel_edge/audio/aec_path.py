@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 
 import numpy as np
 
@@ -42,14 +43,41 @@ A residual below QUIET_DBFS also counts (no echo path at all, e.g. headphones: n
 
 QUIET_DBFS = -55.0
 
+QUIET_RUN_S = 0.4
+"""The other way to converge, without waiting for CONVERGE_S: the residual stayed below QUIET_DBFS this long
+without a break, late in a stretch of agent speech (see ECHO_LEAD_S): either there is no echo path (a
+headset, a speaker far away) or it is cancelled. With no echo path and a user talking over the agent, a pause
+of QUIET_RUN_S is enough; the smoothed residual of the CONVERGE_S rule needs ~1 s of quiet."""
+
+ECHO_GAP_S = 0.4
+"""A stretch of agent speech: loud reference frames no further apart than this."""
+
+ECHO_LEAD_S = 0.8
+"""Quiet frames count only this long after the stretch began: an echo arriving up to this late behind the
+reference (acoustics plus device buffering the playback clock does not see) is in the microphone by then.
+Measured: in the PulseAudio room of tests/daemon/test_room_speech.py the first 0.4 s of agent audio had a quiet
+residual with a real echo path (a rule without this lead concluded 'no echo' there)."""
+
 TALKING_DBFS = -40.0
 """Only frames whose reference is at least this loud count for `erle_db` and convergence (not pauses)."""
+
+ECHO_LIKE_CORRELATION = 0.15
+"""`echo_likeness` at or above this: what the microphone path just heard is the agent's own voice leaking
+through the canceller, not the user. Measured offline (tests/aec/test_path.py checks one case of each):
+with pre-emphasis over 0.5 s, six recorded human speakers against the agent's voice (independent speech)
+reached at most 0.11 (99th percentile 0.10); the webrtc engine's leaking residual after an echo path jump
+(a delay line, the pyroomacoustics room) 0.08-0.28, the uncancelled room echo 0.81-0.86. The threshold
+favours the user: a weak leak can pass (it then needs the VAD's debounce too), the user is not vetoed."""
+
+ECHO_LIKE_WINDOW_S = 0.5
+ECHO_LIKE_MAX_LAG_S = 0.35
 
 SELF_ALIGNING_S: dict[str, float] = {"webrtc": 0.25}
 """Engines that find the echo delay themselves, and the echo lag (s) they cover: the reference is moved under
 them only outside it (moving it re-costs AEC3 ~3 s of convergence, measured in the PulseAudio room)."""
 
 _TALKING_POWER = (32768.0 * 10 ** (TALKING_DBFS / 20)) ** 2
+_QUIET_POWER = (32768.0 * 10 ** (QUIET_DBFS / 20)) ** 2
 _ERLE_SMOOTHING = 0.02  # per far-end-active frame: ~1 s memory at 20 ms frames
 
 
@@ -122,7 +150,14 @@ class EchoPath:
         self._converged = False
         self._mic_power = 0.0
         self._out_power = 0.0
-        self.stats: dict[str, int] = {"frames": 0, "cancelled": 0, "bypassed": 0, "failures": 0}
+        self._last_talking: float | None = None  # capture time of the newest frame with loud reference audio
+        self._talk_since = 0.0  # capture time the current stretch of agent speech began
+        self._quiet_run_s = 0.0
+        keep = math.ceil((ECHO_LIKE_WINDOW_S + ECHO_LIKE_MAX_LAG_S) / self._frame_s)
+        self._recent_out: deque[bytes] = deque(maxlen=keep)  # the newest output frames, for echo_likeness
+        self._recent_ref: deque[bytes] = deque(maxlen=keep)  # ...and the reference frames they were cancelled with
+        self.stats: dict[str, int] = {"frames": 0, "cancelled": 0, "bypassed": 0, "failures": 0,
+                                     "barge_in_vetoes": 0}  # local barge-in detections dropped as echo (mic.py)
 
     # ------------------------------------------------------------------ playback writer thread
 
@@ -189,12 +224,62 @@ class EchoPath:
             self._far_s += self._frame_s
             r = np.frombuffer(ref, dtype="<i2").astype(np.float64)
             if float(np.dot(r, r)) / r.size >= _TALKING_POWER:
+                if self._last_talking is None or frame.t - self._last_talking > ECHO_GAP_S:
+                    self._talk_since = frame.t
+                self._last_talking = frame.t
                 self._track_erle(frame.pcm, out)
+        if not self._converged:
+            self._watch_quiet(frame.t, out)
+        self._recent_out.append(out)
+        self._recent_ref.append(ref)
         return CaptureFrame(out, frame.t, frame.seq)
+
+    def echo_likeness(self) -> float:
+        """How much the last ECHO_LIKE_WINDOW_S of output resembles the reference at some lag up to
+        ECHO_LIKE_MAX_LAG_S (the peak normalised cross-correlation of the pre-emphasised signals, 0..1): echo
+        leaking through the canceller is a filtered copy of the reference; the user's voice is not. 0.0
+        without enough recent frames (the window is cleared whenever the engine is bypassed).
+
+        For the local barge-in decision: called in the capture thread only when a detector fires."""
+        n_frames = round(ECHO_LIKE_WINDOW_S / self._frame_s)
+        if len(self._recent_out) < n_frames:
+            return 0.0
+        # pre-emphasis (first difference): speech's strong low frequencies correlate by chance between talkers
+        o = np.diff(np.frombuffer(b"".join(list(self._recent_out)[-n_frames:]), dtype="<i2").astype(np.float64))
+        r = np.diff(np.frombuffer(b"".join(self._recent_ref), dtype="<i2").astype(np.float64))
+        lags = r.size - o.size
+        size = 1 << (r.size + o.size - 1).bit_length()
+        c = np.fft.irfft(np.fft.rfft(r, size) * np.conj(np.fft.rfft(o, size)), size)[: lags + 1]
+        energy = np.concatenate(([0.0], np.cumsum(r * r)))
+        norms = np.sqrt(energy[o.size : o.size + lags + 1] - energy[: lags + 1]) * math.sqrt(float(np.dot(o, o)))
+        ok = norms > 1e-6
+        if not ok.any():
+            return 0.0
+        return float(np.max(np.abs(c[ok]) / norms[ok]))
+
+    def _watch_quiet(self, t: float, out: bytes) -> None:
+        """The QUIET_RUN_S rule: count the unbroken run of quiet residual frames late in agent speech."""
+        if self._last_talking is None or t - self._last_talking > ECHO_GAP_S:
+            self._quiet_run_s = 0.0
+            return
+        if t - self._talk_since < ECHO_LEAD_S:
+            return
+        o = np.frombuffer(out, dtype="<i2").astype(np.float64)
+        if float(np.dot(o, o)) / o.size >= _QUIET_POWER:
+            self._quiet_run_s = 0.0
+            return
+        self._quiet_run_s += self._frame_s
+        if self._quiet_run_s >= QUIET_RUN_S - 1e-9:
+            self._converged = True
+            log.info("echo canceller %s converged: no echo in the microphone for %.1f s of agent audio",
+                     self.name, self._quiet_run_s)
 
     def _bypass(self, frame: CaptureFrame) -> CaptureFrame:
         """The frame uncancelled, delayed by the engine's latency (so the stream's lag never changes)."""
         self._engine_ran = False
+        if self._recent_out:
+            self._recent_out.clear()
+            self._recent_ref.clear()
         if not self.latency:
             return frame
         joined = self._tail + frame.pcm
@@ -209,7 +294,7 @@ class EchoPath:
         self._out_power += a * (float(np.dot(o, o)) / o.size + 1.0 - self._out_power)  # +1: digital silence
         if not self._converged and self._far_s >= self._converge_s:
             erle = self.erle_db
-            quiet = self._out_power < (32768.0 * 10 ** (QUIET_DBFS / 20)) ** 2
+            quiet = self._out_power < _QUIET_POWER
             if quiet or (erle is not None and erle >= CONVERGED_ERLE_DB):
                 self._converged = True
                 log.info("echo canceller %s converged: %.0f dB echo reduction", self.name, erle or 0.0)

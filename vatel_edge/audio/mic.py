@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from vatel_edge.audio.aec_path import EchoPath
+from vatel_edge.audio.aec_path import ECHO_LIKE_CORRELATION, EchoPath
 from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VoiceDetector
@@ -283,14 +283,16 @@ class MicPath:
         """session.barge_in local/wakeword/both: on the echo-cancelled mic while the agent plays, voice (the
         VAD, debounced by session.barge_in_min_speech_ms) or the wake word (behind its own VAD) cuts playback.
 
-        Armed only once the echo canceller has converged, and counted afresh for every stretch of playback."""
-        target = self.barge_in_target
+        Armed only once the echo canceller has converged, and counted afresh for every stretch of playback. A
+        detection whose audio resembles the agent's own voice (EchoPath.echo_likeness: the echo leaking through
+        a canceller whose echo path just changed) is dropped and counted, not acted on."""
+        target, echo = self.barge_in_target, self._echo
         ready = (
             target is not None
             and self._player.playing
             and target.accepts_local_barge_in()  # a cut turn's tail may still sound: not again
-            and self._echo is not None
-            and self._echo.converged
+            and echo is not None
+            and echo.converged
         )
         if not ready:
             if self._barge_armed:
@@ -303,6 +305,15 @@ class MicPath:
         if self._barge_word is not None:
             word = self._barge_word.process(pcm)[2].word
             source = source or (f"wake word {word}" if word else None)
+        if source is not None and echo is not None and echo.echo_likeness() >= ECHO_LIKE_CORRELATION:
+            # the canceller let the agent's own voice through (an echo path that just changed): not the user
+            echo.stats["barge_in_vetoes"] += 1
+            if echo.stats["barge_in_vetoes"] == 1:
+                log.info("local barge-in: ignored a detection that resembles the agent's own voice (echo leaking "
+                         "through the canceller); later ones are counted in the echo stats (barge_in_vetoes)")
+            self._disarm()
+            self._barge_armed = True
+            return
         if source is not None:
             self._disarm()
             assert target is not None

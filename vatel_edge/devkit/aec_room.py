@@ -116,6 +116,8 @@ class EchoRun:
     echo_stats: dict[str, int] = field(default_factory=dict)
     echo_delay_s: float | None = None
     erle_estimate_db: float | None = None
+    player_stats: dict[str, int] = field(default_factory=dict)  # the daemon's Player.stats after the run
+    capture_stats: dict[str, Any] = field(default_factory=dict)  # its capture counters (overruns, ...)
 
     def barge_ins(self) -> list[tuple[float, str]]:
         return [(t, text) for t, kind, text in self.events if kind == "barge_in"]
@@ -173,6 +175,7 @@ async def run_echo_session(pulse: PulseServer, workdir: Path, sc: EchoScenario, 
                 delay = echo.reference.delay_s if echo is not None else None
                 erle = echo.erle_db if echo is not None else None
                 engine = echo.name if echo is not None else None
+                status = daemon.status()
     finally:
         mic = np.frombuffer(rec.stop(), dtype="<i2").astype(np.int16)
     sizes = [int(m.summary.split()[0]) // FMT.bytes_per_frame for m in session.messages
@@ -184,7 +187,8 @@ async def run_echo_session(pulse: PulseServer, workdir: Path, sc: EchoScenario, 
         scenario=sc, engine=engine, sent=np.frombuffer(bytes(session.input_audio), dtype="<i2").astype(np.int16),
         sent_times=times, sent_sizes=sizes, turn_pos=turn_pos[0], turn_samples=turn_samples, mic=mic,
         user_fed_at=user_fed[0] if user_fed else None, events=events, echo_stats=stats, echo_delay_s=delay,
-        erle_estimate_db=erle,
+        erle_estimate_db=erle, player_stats=dict(status.get("player", {})),
+        capture_stats={k: v for k, v in status.get("counters", {}).items() if "capture" in k or "overrun" in k},
     )
 
 
@@ -241,6 +245,25 @@ def wake_rule_fires(voiced: npt.NDArray[np.bool_], *, frame_ms: int = 30, min_sp
     w = max(1, window_ms // frame_ms)
     counts = np.convolve(voiced.astype(int), np.ones(w, dtype=int))[: voiced.size]
     return bool(np.any(counts >= need))
+
+
+def echo_delay_track(run: EchoRun, *, window_s: float = 1.0) -> list[int]:
+    """Where each `window_s` of the agent's turn sounds in the room microphone, relative to the first window
+    (samples): all zero while the echo path stays put; a step is the room rig (module-loopback re-adjusting
+    its latency) or the daemon's playback (an underrun) moving the echo against the reference."""
+    agent = np.frombuffer(shipped_speech(run.scenario.agent_wav), dtype="<i2")
+    head = agent[: FMT.samples(3000)]
+    if run.mic.size < head.size:
+        return []
+    base = locate(run.mic, head)
+    w, slack = FMT.samples(window_s * 1000), FMT.samples(100)
+    track = []
+    for k in range(0, agent.size - w + 1, w):
+        lo, hi = max(0, base + k - slack), min(run.mic.size, base + k + w + slack)
+        if hi - lo < w + slack or power(agent[k : k + w]) < 1e4:
+            continue
+        track.append(lo + locate(run.mic[lo:hi], agent[k : k + w]) - (base + k))
+    return [t - track[0] for t in track] if track else []
 
 
 def locate(haystack: Pcm, needle: Pcm) -> int:
