@@ -100,7 +100,7 @@ class TimelineBuilder:
         """An input_audio frame was sent at `sent_at`, its first sample captured at `captured_at` (first one kept)."""
         if self.first_sent_at is None:
             self.first_sent_at, self.first_sent_captured = sent_at, captured_at
-            self.sent_from_s = round(captured_at - self.t0, 4)
+            self.sent_from_s = round(captured_at - self.t0, 6)  # sample-exact: 1 sample is 42 us
 
     def add_erle(self, at: float, db: float) -> None:
         """The echo canceller's echo reduction at `at`."""
