@@ -39,23 +39,24 @@ PROBE_S = 4.5
 
 
 def probe(seconds: float = PROBE_S, level_dbfs: float = -12.0) -> bytes:
-    """The test sound: a chime of rising sweeps (180 ms each, from 400-800 Hz over three octaves), PCM16 mono.
+    """The test sound: a chime of rising sweeps (140-240 ms each, from 300-900 Hz up 2.5-3.3 octaves), PCM16 mono.
 
     Sweeps, not steady notes: an echo canceller learns the room only where the sound has energy, and WebRTC AEC3
-    reduced the echo of a melody of harmonic notes by 3-4 dB where it reduces these sweeps by about 47 dB
-    (synthetic echo, offline; speex 15 dB and 54 dB)."""
-    n = FMT.samples(180)
-    t = np.arange(n) / FMT.rate
-    env = np.sin(np.pi * np.arange(n) / n) ** 0.5
+    reduced the echo of a melody of harmonic notes by 3-4 dB where it reduces sweeps by about 45 dB (synthetic
+    echo, offline). Each sweep differs (a fixed seed), so the sound does not repeat and its echo correlates with
+    it at one delay only."""
+    rng = np.random.default_rng(16)
     total = FMT.samples(seconds * 1000)
     parts: list[npt.NDArray[np.float64]] = []
-    k = 0
-    while sum(p.size for p in parts) < total:
-        f0 = (400.0, 600.0, 500.0, 800.0)[k % 4]
-        f1 = f0 * 8
+    size = 0
+    while size < total:
+        n = FMT.samples(float(rng.uniform(140.0, 240.0)))
+        t = np.arange(n) / FMT.rate
+        f0 = float(rng.uniform(300.0, 900.0))
+        f1 = f0 * float(rng.uniform(6.0, 10.0))
         phase = 2 * math.pi * (f0 * t + (f1 - f0) * t**2 / (2 * t[-1]))
-        parts.append(np.sin(phase) * env)
-        k += 1
+        parts.append(np.sin(phase) * np.sin(np.pi * np.arange(n) / n) ** 0.5)
+        size += n
     x = np.concatenate(parts)[:total]
     x *= FULL_SCALE * 10 ** (level_dbfs / 20) / np.sqrt(np.mean(x**2))
     return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
