@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from vatel_edge.audio.setup_tools import list_devices
-from vatel_edge.config import Config, VatelConfig, check_config, read_api_key
+from vatel_edge.config import Config, VatelConfig, check_config
 from vatel_edge.doctor import echo as echo_check
 from vatel_edge.doctor import mics as mic_check
 from vatel_edge.doctor import system
@@ -51,7 +51,10 @@ async def run_doctor(
     environ: Mapping[str, str] | None = None,
     ask: Callable[[str], str] = input,
 ) -> int:
-    """Run every check, print one line each, offer or do the config edit; 0 when nothing failed."""
+    """Run every check, print one line each, offer or do the config edit; 0 when nothing failed.
+
+    `ask` prompts the user (interactive only); end of input counts as an empty answer (no, go on)."""
+    ask = _tolerant(ask)
     report = Report(out)
     report.say(f"vatel-edge doctor: {opts.config_path}")
     check = check_config(opts.config_path, environ=environ)
@@ -59,12 +62,12 @@ async def run_doctor(
     key_problems: set[str] = set()
     if cfg is not None:
         try:
-            read_api_key(cfg.vatel, environ)
+            system.read_key(cfg, opts.config_path, environ)
         except ConfigError as exc:
             key_problems = set(exc.problems)
     report.extend(system.config_findings(check, key_problems))
     if cfg is not None:
-        report.extend(await system.check_key(cfg, environ=environ))
+        report.extend(await system.check_key(cfg, config_path=opts.config_path, environ=environ))
     else:
         report.add(warn("key", "not checked: the config is invalid", "fix the config lines above first"))
         cfg = Config(vatel=VatelConfig(agent_id="00000000-0000-0000-0000-000000000000"))
@@ -78,6 +81,16 @@ async def run_doctor(
     _write_step(report, opts, cfg, chosen, ask)
     report.say(report.summary())
     return report.exit_status
+
+
+def _tolerant(ask: Callable[[str], str]) -> Callable[[str], str]:
+    def prompt(text: str) -> str:
+        try:
+            return ask(text)
+        except EOFError:
+            return ""
+
+    return prompt
 
 
 async def _audio_checks(report: Report, cfg: Config, opts: DoctorOptions, ask: Callable[[str], str]) -> Chosen:

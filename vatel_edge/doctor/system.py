@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from vatel_edge.config import Config, read_api_key
 from vatel_edge.config.check import ConfigCheck
+from vatel_edge.config.unit import read_installed_unit
 from vatel_edge.doctor.report import Finding, fail, ok, warn
 from vatel_edge.errors import ConfigError, ControlError, TokenError
 
@@ -38,9 +39,31 @@ NET_TIMEOUT_S = 5.0
 # ----------------------------------------------------------------------------------------------------- the key
 
 
-def _key_findings(cfg: Config, environ: Mapping[str, str] | None) -> tuple[list[Finding], str | None]:
+def unit_credentials(config_path: str | None, environ: Mapping[str, str] | None) -> dict[str, Path] | None:
+    """The installed unit's credential files (LoadCredential=) when `config_path` is the config it runs and we are
+    outside it: where the service gets its key (as check-config looks it up, config/check.py)."""
+    env = os.environ if environ is None else environ
+    if config_path is None or env.get("CREDENTIALS_DIRECTORY"):
+        return None
+    unit = read_installed_unit()
+    if unit is None or unit.config is None:
+        return None
     try:
-        key = read_api_key(cfg.vatel, environ)
+        same = unit.config.samefile(config_path)
+    except OSError:
+        same = unit.config.resolve() == Path(config_path).resolve()
+    return unit.credentials if same else None
+
+
+def read_key(cfg: Config, config_path: str | None, environ: Mapping[str, str] | None) -> str:
+    """The organization key as the service will get it; ConfigError saying why there is none (never the key)."""
+    return read_api_key(cfg.vatel, environ, unit_credentials=unit_credentials(config_path, environ))
+
+
+def _key_findings(cfg: Config, config_path: str | None,
+                  environ: Mapping[str, str] | None) -> tuple[list[Finding], str | None]:
+    try:
+        key = read_key(cfg, config_path, environ)
     except ConfigError as exc:
         todo = ("the installed key is readable by root only: run `sudo vatel-edge doctor`"
                 if INSTALLED_KEY.exists() and not os.access(INSTALLED_KEY, os.R_OK) else
@@ -99,11 +122,12 @@ _STATUS_TODO = {
 }
 
 
-async def check_key(cfg: Config, *, environ: Mapping[str, str] | None = None) -> list[Finding]:
+async def check_key(cfg: Config, *, config_path: str | None = None,
+                    environ: Mapping[str, str] | None = None) -> list[Finding]:
     """The key is present, the API host is reachable, and one POST /v1/session-token accepts the key."""
     from vatel_edge.token import TokenClient
 
-    findings, key = _key_findings(cfg, environ)
+    findings, key = _key_findings(cfg, config_path, environ)
     host = await check_host(cfg.vatel.base_url)
     findings.append(host)
     if key is None or host.status.value == "fail":
@@ -133,7 +157,8 @@ def config_findings(check: ConfigCheck, key_problems: set[str]) -> list[Finding]
     if problems or check.config is None:
         return [fail("config", f"{check.path}: {problem}", "fix it (`vatel-edge check-config` lists the same)")
                 for problem in problems] or [fail("config", f"{check.path}: invalid", "run vatel-edge check-config")]
-    return [ok("config", f"{check.path} is valid")]
+    return [ok("config", f"{check.path} is valid"),
+            *(warn("config", w, "edit the config (`sudoedit`), then restart the service") for w in check.warnings)]
 
 
 # ----------------------------------------------------------------------------------------------------- systemd
