@@ -93,9 +93,13 @@ def test_unit_states_and_what_to_do() -> None:
     assert "cannot check" in unit_findings(UnitState(unknown="systemctl not found"))[0].text
     missing = unit_findings(UnitState(load="not-found"))
     assert _statuses(missing) == [("service", Status.FAIL)] and "install.sh" in missing[0].todo
-    stopped = unit_findings(UnitState(load="loaded", enabled="disabled", active="inactive", sub="dead"))
-    assert [f.status for f in stopped] == [Status.FAIL, Status.FAIL]
-    assert "enable --now" in stopped[0].todo and "journalctl" in stopped[1].todo
+    stopped = unit_findings(UnitState(load="loaded", enabled="disabled", active="inactive", sub="dead",
+                                      result="success"))
+    assert [f.status for f in stopped] == [Status.FAIL, Status.WARN]  # not enabled; stopped, not failed
+    assert "enable --now" in stopped[0].todo and "systemctl start" in stopped[1].todo
+    crashed = unit_findings(UnitState(load="loaded", enabled="enabled", active="inactive", sub="dead",
+                                      result="exit-code"))
+    assert [f.status for f in crashed] == [Status.FAIL] and "journalctl" in crashed[0].todo
     limit = unit_findings(UnitState(load="loaded", enabled="enabled", active="failed", sub="failed",
                                     result="start-limit-hit"))
     assert "reset-failed" in limit[-1].todo

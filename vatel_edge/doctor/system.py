@@ -221,6 +221,9 @@ def unit_findings(state: UnitState) -> list[Finding]:
                                    "start at boot", "sudo systemctl enable --now vatel-edge"))
     if state.active == "active" and state.sub == "running":
         out.append(ok("service", f"{UNIT} is installed, {state.enabled or '?'} and running"))
+    elif state.active == "inactive" and state.result in ("success", ""):
+        # stopped cleanly, by someone (e.g. to free the sound card for this doctor): not a failure of its own
+        out.append(warn("service", f"{UNIT} is stopped (it did not fail)", "sudo systemctl start vatel-edge"))
     else:
         why = f"ActiveState={state.active or '?'}, SubState={state.sub or '?'}, Result={state.result or '?'}"
         todo = "see why: `journalctl -u vatel-edge -n 50`; then `sudo systemctl restart vatel-edge`"
