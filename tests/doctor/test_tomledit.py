@@ -86,3 +86,41 @@ def test_write_is_atomic_and_keeps_the_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert path.stat().st_ino != inode  # a new file renamed over the old one
     assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]  # no temporary left behind
+
+
+def _offer(tmp_path: Path, *, write: bool, interactive: bool, answer: str) -> tuple[str, str, list[str]]:
+    import io
+
+    from vatel_edge.config import load_config
+    from vatel_edge.doctor.command import DoctorOptions, offer_write
+    from vatel_edge.doctor.report import Report
+
+    path = tmp_path / "config.toml"
+    path.write_bytes((DATA / "commented.toml").read_bytes())
+    asked: list[str] = []
+
+    def ask(question: str) -> str:
+        asked.append(question)
+        return answer
+
+    out = io.StringIO()
+    offer_write(Report(out), DoctorOptions(str(path), write=write, interactive=interactive), load_config(str(path)),
+                Chosen(DEVICE, None, None), ask)
+    return out.getvalue(), path.read_text(), asked
+
+
+def test_interactive_write_shows_the_diff_and_asks_first(tmp_path: Path) -> None:
+    original = (DATA / "commented.toml").read_text()
+    out, text, asked = _offer(tmp_path, write=True, interactive=True, answer="n")
+    assert f'+capture_device = "{DEVICE}"   # set by hand, 2026-11-02' in out
+    assert len(asked) == 1 and "Write these changes" in asked[0]
+    assert text == original and "not written" in out
+    out, text, _ = _offer(tmp_path, write=True, interactive=True, answer="y")
+    assert text == original.replace('capture_device = "default"', f'capture_device = "{DEVICE}"')
+    assert "pass  write" in out
+
+
+def test_without_write_it_only_says_what_differs(tmp_path: Path) -> None:
+    out, text, asked = _offer(tmp_path, write=False, interactive=True, answer="y")
+    assert text == (DATA / "commented.toml").read_text() and asked == []
+    assert "doctor --write" in out and "---" not in out

@@ -78,7 +78,7 @@ async def run_doctor(
     report.extend(system.user_findings(unit))
 
     chosen = await _audio_checks(report, cfg, opts, ask)
-    _write_step(report, opts, cfg, chosen, ask)
+    offer_write(report, opts, cfg, chosen, ask)
     report.say(report.summary())
     return report.exit_status
 
@@ -162,7 +162,8 @@ def write_devices(path: Path, changes: Mapping[str, Value]) -> tuple[str, str]:
     return old, set_keys(old, "audio", changes)
 
 
-def _write_step(report: Report, opts: DoctorOptions, cfg: Config, chosen: Chosen, ask: Callable[[str], str]) -> None:
+def offer_write(report: Report, opts: DoctorOptions, cfg: Config, chosen: Chosen, ask: Callable[[str], str]) -> None:
+    """The --write step: say what differs; with --write show the diff, then ask (interactive) or write."""
     changes = device_changes(cfg, chosen)
     if not changes:
         if chosen.capture_device is not None:

@@ -9,7 +9,6 @@ The test sound (`probe`) is a chime of rising sweeps, long enough (4.5 s) for th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -182,10 +181,12 @@ async def play_and_record(audio: AudioConfig, channel: int, sound: bytes) -> Ech
             if nz.size:
                 heard.append(t + (int(nz[0]) - first_nonzero) / FMT.rate)
 
-    played = np.frombuffer(sound, dtype="<i2")
+    # the Player applies audio.volume to sounds too: the reference is what it really wrote
+    played = np.clip(np.rint(np.frombuffer(sound, dtype="<i2").astype(np.float32) * audio.volume),
+                     -32768, 32767).astype(np.int16)
     first_nonzero = int(np.flatnonzero(played)[0]) if np.any(played) else 0
     try:
-        async with Player(dataclasses.replace(audio, volume=1.0)) as player:
+        async with Player(audio) as player:
             player.on_written = on_written
             await asyncio.sleep(PRE_S)
             player.play_sound(sound)
@@ -196,7 +197,7 @@ async def play_and_record(audio: AudioConfig, channel: int, sound: bytes) -> Ech
         rec = await asyncio.to_thread(recorder.stop)
     if rec.error is not None or rec.native is None:
         raise AudioDeviceError(rec.error or f"no audio from {audio.capture_device!r}")
-    return EchoRun(rec.channel(min(channel, rec.native.channels - 1)), played.astype(np.int16), rec,
+    return EchoRun(rec.channel(min(channel, rec.native.channels - 1)), played, rec,
                    heard[0] if heard else None)
 
 
@@ -217,7 +218,8 @@ def echo_findings(run: EchoRun, echo_cancel: str, frame_ms: int) -> list[Finding
     t_mic = run.recording.time_of(echo.lag)
     if t_mic is not None and run.heard_at is not None:
         delay = t_mic - run.heard_at
-    delay_text = f", delay {1000 * delay:.0f} ms beyond the speaker's reported latency" if delay is not None else ""
+    delay_text = (f", delay {1000 * delay:.0f} ms beyond the speaker's reported latency (capture buffering "
+                  "included)") if delay is not None else ""
     text = (f"the microphone hears the speaker: echo {echo.echo_dbfs:.1f} dBFS ({echo.relative_db:+.1f} dB relative "
             f"to what was played; correlation {echo.correlation:.2f}){delay_text}")
     if delay is not None and not -0.1 <= delay <= MAX_ALIGNED_DELAY_S:
@@ -237,6 +239,9 @@ def echo_findings(run: EchoRun, echo_cancel: str, frame_ms: int) -> list[Finding
                            "audio.echo_cancel = 'auto'; until then keep audio.mic_during_playback = 'mute'")]
     try:
         red = cancel_offline(engine, run.mic, run.played, echo, frame_ms)
+    except ValueError as exc:  # the echo started too late in the recording to measure after convergence
+        return [*out, warn("echo", f"the echo canceller could not be measured: {exc}",
+                           "run the doctor again; a device that delays its audio by seconds needs plughw:/hw:")]
     finally:
         engine.close()
     text = (f"echo canceller {red.engine} reduces the echo by {red.erle_db:.1f} dB to {red.residual_dbfs:.1f} dBFS "
