@@ -10,16 +10,11 @@ nothing with record_sessions = 0; `vatel-edge record --seconds`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 import sys
 import time
-import wave
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,13 +22,12 @@ import pytest
 
 from tests.support.config import daemon_config
 from tests.support.daemon import VATEL_EDGE, quick_end
-from tests.support.events import Events
 from tests.support.pulse import PulseServer
+from tests.support.recording import LAYOUT, live, read_wav, recording_config, recordings, timeline, wait_complete
 from vatel_edge import protocol
 from vatel_edge.audio.aec import available_engines
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.config import Config
-from vatel_edge.daemon import Daemon, running
+from vatel_edge.daemon import Daemon
 from vatel_edge.devkit.fixtures import shipped_speech, toml_text
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import tone
@@ -45,50 +39,7 @@ from vatel_edge.state import State
 
 pytestmark = pytest.mark.timeout(180)
 FMT = VATEL_FORMAT
-LAYOUT = {"mic.wav", "sent.wav", "played.wav", "timeline.json"}
 Pcm = npt.NDArray[np.int16]
-
-
-def recording_config(tmp_path: Path, sim: Simulator, keep: int, **overrides: Any) -> Config:
-    """Manual wake, recordings on (`keep`) in tmp_path/state."""
-    return daemon_config(tmp_path, sim.base_url, sim.agent_id, wake={"mode": "manual", "cooldown_ms": 0},
-                         state={"directory": str(tmp_path / "state")},
-                         debug={"record_sessions": keep, **overrides.pop("debug", {})}, **overrides)
-
-
-@asynccontextmanager
-async def live(cfg: Config, sim: Simulator) -> AsyncIterator[tuple[Daemon, Events]]:
-    events = Events()
-    daemon = Daemon(cfg, api_key=sim.api_key, on_event=events)
-    async with running(daemon):
-        await daemon.wait_state(State.LISTENING, timeout=20)
-        yield daemon, events
-
-
-def recordings(tmp_path: Path) -> list[Path]:
-    root = tmp_path / "state" / "recordings"
-    return sorted((p for p in root.iterdir()), key=lambda p: int(p.name.rsplit("-", 1)[1])) if root.exists() else []
-
-
-async def wait_complete(tmp_path: Path, count: int, timeout: float = 10.0) -> list[Path]:
-    """The recordings once at least `count` have their timeline.json (the writer thread writes it last)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done = [p for p in recordings(tmp_path) if (p / "timeline.json").exists()]
-        if len(done) >= count or time.monotonic() > deadline:
-            return done
-        await asyncio.sleep(0.1)
-
-
-def read_wav(path: Path) -> Pcm:
-    with wave.open(str(path), "rb") as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (FMT.rate, 1, 2), path
-        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-
-
-def timeline(rec: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((rec / "timeline.json").read_text(encoding="utf-8"))
-    return doc
 
 
 async def one_session(daemon: Daemon) -> None:
