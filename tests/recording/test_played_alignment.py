@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.support.pulse import PulseServer
-from tests.support.recording import live, read_wav, recording_config, wait_complete
+from tests.support.recording import live, read_wav, recording_config, timeline, wait_complete
+from vatel_edge.audio.aec import available_engines
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.devkit.aec_room import LoopbackRoom
 from vatel_edge.devkit.fixtures import shipped_speech
@@ -25,7 +26,9 @@ FMT = VATEL_FORMAT
 
 async def test_played_audio_is_heard_in_the_mic_one_room_delay_later(pulse: PulseServer, tmp_path: Path) -> None:
     """Each 250 ms window of the agent's voice in played.wav is found in mic.wav (correlation > 0.9 for most of
-    them) at one lag between 0 and 80 ms: the room's delay, not more, and never before it was played."""
+    them) at one lag between 0 and 80 ms: the room's delay, not more, and never before it was played. mic.wav is
+    the raw microphone, so the echo is there although a canceller runs (when one is installed: then the timeline's
+    erle has its reduction while the agent spoke)."""
     agent = shipped_speech("agent_answer.wav")[: FMT.nbytes(3000)]
 
     async def script(s: SimSession) -> None:
@@ -34,13 +37,22 @@ async def test_played_audio_is_heard_in_the_mic_one_room_delay_later(pulse: Puls
         await asyncio.sleep(1.0)
         await s.end_session()
 
+    engines = available_engines()
+    audio = {"echo_cancel": engines[0]} if engines else {}
     with LoopbackRoom(pulse, delay_ms=40, gain_db=-6.0):
-        async with Simulator(script=script) as sim, live(recording_config(tmp_path, sim, 1), sim) as (daemon, _):
+        async with Simulator(script=script) as sim, live(recording_config(tmp_path, sim, 1, audio=audio), sim) as (
+            daemon, _
+        ):
             await asyncio.sleep(1.0)
             assert daemon.trigger("test")
             await asyncio.sleep(0.2)
             await daemon.wait_state(State.LISTENING, timeout=20)
             done = await wait_complete(tmp_path, 1)
+    erle = timeline(done[0])["erle"]
+    if engines:  # the canceller ran on the echo: its reduction over time is in the timeline while the agent spoke
+        assert len(erle) >= 4 and all(isinstance(db, float) for _, db in erle), erle
+        turn = [e["t"] for e in timeline(done[0])["events"] if e["kind"] in ("agent_turn_start", "agent_turn_end")]
+        assert all(turn[0] <= t <= turn[-1] + 0.5 for t, _ in erle), (erle, turn)
     mic = read_wav(done[0] / "mic.wav").astype(np.float64)
     played = read_wav(done[0] / "played.wav").astype(np.float64)
     loud = np.flatnonzero(np.abs(played) > 300)

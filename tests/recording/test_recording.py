@@ -358,3 +358,31 @@ def test_timeline_events_from_the_daemons_event_texts() -> None:
                          "id": "c1", "duration_ms": 500.0}
     assert [e["kind"] for e in events[3:]] == ["interrupted", "barge_in"]
     assert tl.summary([104.03], "test")["barge_in_stop_ms"] == 30.0
+
+
+async def test_a_session_during_a_requested_recording_is_recorded_to_its_end(
+    pulse: PulseServer, tmp_path: Path
+) -> None:
+    """A record request of 1 s, then a session of about 2 s starting within it: one recording, holding the
+    session from its wake to LISTENING again (its end reason), longer than the requested second."""
+
+    async def script(s: SimSession) -> None:
+        await s.wait_audio(2500, timeout=10)
+        await s.end_session()
+
+    async with Simulator(script=script) as sim, live(recording_config(tmp_path, sim, 3), sim) as (daemon, _):
+        rt = daemon.runtime
+        assert rt is not None
+        reply = await rt.recorder.control(daemon._control)({"cmd": "record", "seconds": 1})
+        assert reply["ok"] and reply["started"] and not reply["in_session"], reply
+        await asyncio.sleep(0.3)
+        await one_session(daemon)
+        done = await wait_complete(tmp_path, 1)
+    assert len(recordings(tmp_path)) == 1 and len(done) == 1
+    doc = timeline(done[0])
+    kinds = [e["kind"] for e in doc["events"]]
+    assert kinds.count("wake") == 1 and "end" in kinds
+    assert doc["events"][-1]["text"] == "ending -> listening"
+    assert doc["summary"]["end_reason"] == "session_ended by server"
+    wake = next(e["t"] for e in doc["events"] if e["kind"] == "wake")
+    assert doc["summary"]["duration_s"] >= wake + 1.5
