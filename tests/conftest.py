@@ -24,6 +24,17 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _pulse_left_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that used the shared PulseAudio server: nothing of it may play into the next one (a
+    feed still running into `mic`, a loopback, a stream left open). What was left is printed and removed."""
+    yield
+    if "pulse" in request.fixturenames:
+        left = request.getfixturevalue("pulse").reset()
+        if left:
+            print(f"\n{request.node.nodeid} left in the PulseAudio server: {left}")
+
+
 @pytest.fixture
 def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     """A bound sd_notify socket standing in for systemd's (NOTIFY_SOCKET = notify.path)."""

@@ -17,6 +17,7 @@ before the devices are opened; ALSA_CONFIG_PATH must be set before alsa-lib is f
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -162,6 +163,29 @@ class PulseServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"sink {sink} latency stays at {latency} s")
             time.sleep(0.05)
+
+    def reset(self) -> list[str]:
+        """Between two users of one server: kill the helpers still running, unload loopbacks and extra sinks,
+        kill streams still open; returns what was left over (empty when the previous user cleaned up)."""
+        left = []
+        for child in self._children:
+            if child.poll() is None:
+                left.append(f"running: {str(child.args)[:80]}")
+                kill_process(child)
+        self._children.clear()
+        for line in self.pactl("list", "short", "modules", check=False).stdout.splitlines():
+            index, name, *rest = [*line.split("\t"), ""]
+            args = rest[0] if rest else ""
+            if name == "module-loopback" or (name == "module-null-sink" and not re.search(
+                    r"sink_name=(mic|spk)\b", args)):
+                left.append(f"module: {name} {args}"[:100])
+                self.pactl("unload-module", index, check=False)
+        for kind in ("sink-inputs", "source-outputs"):
+            for line in self.pactl("list", "short", kind, check=False).stdout.splitlines():
+                index = line.split("\t")[0]
+                left.append(f"{kind[:-1]} #{index} still open")
+                self.pactl(f"kill-{kind[:-1]}", index, check=False)
+        return left
 
     def stop(self) -> None:
         """Kill every helper and the daemon, restore the environment; idempotent."""
