@@ -156,6 +156,7 @@ class EchoPath:
         keep = math.ceil((ECHO_LIKE_WINDOW_S + ECHO_LIKE_MAX_LAG_S) / self._frame_s)
         self._recent_out: deque[bytes] = deque(maxlen=keep)  # the newest output frames, for echo_likeness
         self._recent_ref: deque[bytes] = deque(maxlen=keep)  # ...and the reference frames they were cancelled with
+        self.echo_like_threshold = ECHO_LIKE_CORRELATION  # read at construction (bench/self_interruption.py)
         self.stats: dict[str, int] = {"frames": 0, "cancelled": 0, "bypassed": 0, "failures": 0,
                                      "barge_in_vetoes": 0}  # local barge-in detections dropped as echo (mic.py)
 
@@ -233,6 +234,11 @@ class EchoPath:
         self._recent_out.append(out)
         self._recent_ref.append(ref)
         return CaptureFrame(out, frame.t, frame.seq)
+
+    def resembles_echo(self) -> bool:
+        """What the path just output is the agent's own voice leaking through (echo_likeness at or above
+        ECHO_LIKE_CORRELATION)."""
+        return self.echo_likeness() >= self.echo_like_threshold
 
     def echo_likeness(self) -> float:
         """How much the last ECHO_LIKE_WINDOW_S of output resembles the reference at some lag up to

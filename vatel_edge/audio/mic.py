@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from vatel_edge.audio.aec_path import ECHO_LIKE_CORRELATION, EchoPath
+from vatel_edge.audio.aec_path import EchoPath
 from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VoiceDetector
@@ -305,7 +305,7 @@ class MicPath:
         if self._barge_word is not None:
             word = self._barge_word.process(pcm)[2].word
             source = source or (f"wake word {word}" if word else None)
-        if source is not None and echo is not None and echo.echo_likeness() >= ECHO_LIKE_CORRELATION:
+        if source is not None and echo is not None and echo.resembles_echo():
             # the canceller let the agent's own voice through (an echo path that just changed): not the user
             echo.stats["barge_in_vetoes"] += 1
             if echo.stats["barge_in_vetoes"] == 1:
