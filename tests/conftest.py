@@ -14,23 +14,39 @@ from tests.support.pulse import PulseServer
 install_alsa_config()
 
 
+_servers: list[PulseServer] = []
+
+
 @pytest.fixture(scope="session")
 def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
     """A private PulseAudio server with 24 kHz mono null sinks `mic` and `spk` (test_mic / test_spk)."""
     server = PulseServer.start(tmp_path_factory.mktemp("pulse"))
+    _servers.append(server)
     try:
         yield server
     finally:
+        _servers.remove(server)
         server.stop()
 
 
 @pytest.fixture(autouse=True)
-def _pulse_left_clean(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test that used the shared PulseAudio server: nothing of it may play into the next one (a
-    feed still running into `mic`, a loopback, a stream left open). What was left is printed and removed."""
+def _pulse_helpers_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that used the shared PulseAudio server: no feed it started may play into the next test
+    (several tests left a pacat feeding `mic` running). What was left is printed and stopped."""
     yield
     if "pulse" in request.fixturenames:
-        left = request.getfixturevalue("pulse").reset()
+        left = request.getfixturevalue("pulse").reset(everything=False)
+        if left:
+            print(f"\n{request.node.nodeid} left in the PulseAudio server: {left}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pulse_left_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test module (its module-scoped rooms closed): no loopback, extra sink or open stream stays
+    in the shared PulseAudio server."""
+    yield
+    for server in _servers:
+        left = server.reset()
         if left:
             print(f"\n{request.node.nodeid} left in the PulseAudio server: {left}")
 

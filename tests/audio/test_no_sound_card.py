@@ -22,7 +22,11 @@ NO_CARD = "no sound card found"
 
 def vatel_edge(*args: str, asoundrc: Path | None, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run the command with the given ALSA configuration (None: the system's); no config file (defaults)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ALSA_CONFIG_PATH", "VATEL_EDGE_CONFIG")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ALSA_CONFIG_PATH", "VATEL_EDGE_CONFIG", "XDG_RUNTIME_DIR")}
+    # no sound server either: the suite's private PulseAudio server (PULSE_SERVER, set by the `pulse` fixture
+    # of earlier tests) would otherwise answer for ALSA's default through the pulse plugin
+    env["PULSE_SERVER"] = "unix:/nonexistent/vatel-edge-no-sound-server"
     if asoundrc is not None:
         env["ALSA_CONFIG_PATH"] = str(asoundrc)
     return subprocess.run(

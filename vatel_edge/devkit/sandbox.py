@@ -164,15 +164,18 @@ class PulseServer:
                 raise RuntimeError(f"sink {sink} latency stays at {latency} s")
             time.sleep(0.05)
 
-    def reset(self) -> list[str]:
-        """Between two users of one server: kill the helpers still running, unload loopbacks and extra sinks,
-        kill streams still open; returns what was left over (empty when the previous user cleaned up)."""
+    def reset(self, *, everything: bool = True) -> list[str]:
+        """Between two users of one server: kill the helpers (feed_mic, record_spk) still running and, with
+        `everything`, unload loopbacks and extra sinks and kill the streams still open (anyone's); returns what
+        was left over (empty when the previous user cleaned up)."""
         left = []
         for child in self._children:
             if child.poll() is None:
                 left.append(f"running: {str(child.args)[:80]}")
                 kill_process(child)
         self._children.clear()
+        if not everything:
+            return left
         for line in self.pactl("list", "short", "modules", check=False).stdout.splitlines():
             index, name, *rest = [*line.split("\t"), ""]
             args = rest[0] if rest else ""
