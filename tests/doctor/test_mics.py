@@ -77,3 +77,24 @@ def test_a_device_that_does_not_open_is_a_warning() -> None:
     (rec,) = record_all(["no_such_pcm_anywhere"], 0.5)
     (line,) = mic_findings(rec, measure_recording(rec))
     assert line.status is Status.WARN and "could not record" in line.text
+
+
+def test_device_lines_fold_absent_plugins_and_name_a_busy_device() -> None:
+    """With no card, ALSA's plugin names (jack, pulse, upmix...) fail with 'no such file' or 'connection
+    refused': one warn line for all of them, not 'in use' advice; a busy device gets its own line saying so;
+    `null` (opens anywhere, hears nothing) counts as nothing, so the no-card fail still comes."""
+    from vatel_edge.audio.setup_tools import DeviceInfo
+    from vatel_edge.doctor.mics import device_findings
+
+    devices = [
+        DeviceInfo("null", "24000 Hz 1 ch", "24000 Hz 1 ch"),
+        DeviceInfo("jack", "error: cannot open capture device 'jack': No such file or directory", None),
+        DeviceInfo("pulse", "error: Connection refused", "error: Connection refused"),
+        DeviceInfo("hw:1,0", "error: cannot open capture device 'hw:1,0': Device or resource busy", None),
+    ]
+    lines = [(f.status, f.text, f.todo) for f in device_findings(devices)]
+    texts = [t for _, t, _ in lines]
+    assert any(t.startswith("2 device name(s) ALSA lists do not open: jack, pulse") for t in texts), texts
+    busy = [line for line in lines if line[1].startswith("hw:1,0: does not open")]
+    assert len(busy) == 1 and "in use by another program" in busy[0][2]
+    assert lines[-1][0] is Status.FAIL and "no sound card" in lines[-1][1]

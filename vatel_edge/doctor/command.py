@@ -96,8 +96,9 @@ def _tolerant(ask: Callable[[str], str]) -> Callable[[str], str]:
 async def _audio_checks(report: Report, cfg: Config, opts: DoctorOptions, ask: Callable[[str], str]) -> Chosen:
     devices = await asyncio.to_thread(list_devices, opts.mics + ((opts.speaker,) if opts.speaker else ()))
     report.extend(mic_check.device_findings(devices))
-    opened = [d.name for d in devices if d.capture is not None and not d.capture.startswith("error")]
-    speakers = [d.name for d in devices if d.playback is not None and not d.playback.startswith("error")]
+    real = [d for d in devices if d.name != "null"]  # opens everywhere and hears nothing
+    opened = [d.name for d in real if d.capture is not None and not d.capture.startswith("error")]
+    speakers = [d.name for d in real if d.playback is not None and not d.playback.startswith("error")]
     if not opened:
         return Chosen()  # the devices lines said so, with what to do
     names = [m for m in opts.mics if m in opened] if opts.mics else mic_check.candidates(opened)

@@ -79,6 +79,7 @@ def device_findings(devices: Sequence[DeviceInfo]) -> list[Finding]:
     device that opens in no direction it is listed for; a fail when no microphone or no speaker opens at all."""
     out: list[Finding] = []
     mics = speakers = 0
+    absent: list[str] = []
     for d in devices:
         if d.name == "null":
             continue
@@ -86,12 +87,19 @@ def device_findings(devices: Sequence[DeviceInfo]) -> list[Finding]:
                  if how is not None and not how.startswith("error:")]
         if not works:
             errors = [how[6:].strip() for how in (d.capture, d.playback) if how is not None]
-            out.append(warn("devices", f"{d.name}: does not open ({'; '.join(errors)})",
-                            "in use by another program (the service? `sudo systemctl stop vatel-edge`)"))
+            if any("busy" in e.lower() for e in errors):
+                out.append(warn("devices", f"{d.name}: does not open ({'; '.join(errors)})",
+                                "in use by another program (the service? `sudo systemctl stop vatel-edge`)"))
+            else:
+                absent.append(d.name)
             continue
         mics += any(direction == "capture" for direction, _ in works)
         speakers += any(direction == "playback" for direction, _ in works)
         out.append(ok("devices", f"{d.name}: " + "; ".join(f"{direction} {how}" for direction, how in works)))
+    if absent:
+        out.append(warn("devices", f"{len(absent)} device name(s) ALSA lists do not open: {', '.join(absent)}",
+                        "plugin names that need a card or a sound server that is not there: normal unless you "
+                        "meant to use one of them"))
     hint = ("plug in a USB microphone/speaker or enable the HAT (its dtoverlay in /boot/firmware/config.txt), "
             "reboot, then check `arecord -l` and `aplay -l`")
     if mics == 0 and speakers == 0:
