@@ -126,10 +126,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vatel-echo-room-"))
-    asoundrc = work / "asoundrc"
-    devices = 'pcm.test_mic { type pulse; device "mic.monitor" }\npcm.test_spk { type pulse; device "spk" }\n'
-    asoundrc.write_text(devices, encoding="utf-8")
-    os.environ["ALSA_CONFIG_PATH"] = f"/usr/share/alsa/alsa.conf:{asoundrc}"
+    aec_room.install_room_devices(work)
     pulse = PulseServer.start(work / "pulse")
     try:
         results = asyncio.run(measure(pulse, work, args.delay_ms, args.gain_db))

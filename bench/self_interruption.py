@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vatel_edge.audio import aec_path
 from vatel_edge.devkit import aec_room
-from vatel_edge.devkit.sandbox import PulseServer, install_alsa_config
+from vatel_edge.devkit.sandbox import PulseServer
 
 BARGE_IN_SPEECH_MS = 90
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="vatel-selfcut-"))
-    install_alsa_config(work / "asoundrc")
+    aec_room.install_room_devices(work)
     pulse = PulseServer.start(work / "pulse")
     rows: dict[str, Any] = {}
     shipped = aec_path.ECHO_LIKE_CORRELATION

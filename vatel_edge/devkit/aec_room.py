@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,18 @@ def scaled(pcm: bytes, gain_db: float) -> bytes:
     """`pcm` with `gain_db` applied (clipped)."""
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float64) * 10 ** (gain_db / 20)
     return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
+
+
+ROOM_DEVICES = 'pcm.test_mic { type pulse; device "mic.monitor" }\npcm.test_spk { type pulse; device "spk" }\n'
+
+
+def install_room_devices(workdir: Path) -> Path:
+    """For a bench outside pytest: ALSA names test_mic / test_spk (as in the test asoundrc) on the private
+    PulseAudio server's null sinks; set before alsa-lib is first used. Returns the asoundrc written."""
+    asoundrc = workdir / "asoundrc"
+    asoundrc.write_text(ROOM_DEVICES, encoding="utf-8")
+    os.environ["ALSA_CONFIG_PATH"] = f"/usr/share/alsa/alsa.conf:{asoundrc}"
+    return asoundrc
 
 
 class LoopbackRoom:
