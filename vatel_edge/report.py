@@ -462,6 +462,12 @@ SUMMARY_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("end_reason", "end reason", ""),
     ("duration_s", "duration", "s"),
 )
+RECORDER_FIELDS = (  # shown when the recording has them
+    ("sent_from_s", "sent audio starts at", "s"),
+    ("dropped", "frames the recorder dropped", ""),
+    ("truncated_at_s", "cut at the size bound", "s"),
+)
+_NONE_MEANS = {"barge_in_stop_ms": "none", "truncated_at_s": "not cut"}
 
 
 def _figure(key: str, summary: Mapping[str, Any], unit: str) -> str:
@@ -469,7 +475,7 @@ def _figure(key: str, summary: Mapping[str, Any], unit: str) -> str:
         return '<span class="absent">not recorded</span>'
     value = summary[key]
     if value is None:
-        return f'<span class="absent">{"none" if key == "barge_in_stop_ms" else "not measured"}</span>'
+        return f'<span class="absent">{_NONE_MEANS.get(key, "not measured")}</span>'
     number = _number(value)
     if number is not None:
         shown = f"{number:.0f}" if unit == "ms" else f"{number:.2f}" if unit == "s" else f"{number:g}"
@@ -478,9 +484,10 @@ def _figure(key: str, summary: Mapping[str, Any], unit: str) -> str:
 
 
 def _summary_html(rec: Recording) -> str:
+    fields = [*SUMMARY_FIELDS, *((k, label, unit) for k, label, unit in RECORDER_FIELDS if k in rec.summary)]
     rows = [f"<tr><th>{_esc(label)}</th><td>{_figure(key, rec.summary, unit)}</td></tr>"
-            for key, label, unit in SUMMARY_FIELDS]
-    known = {key for key, _, _ in SUMMARY_FIELDS}
+            for key, label, unit in fields]
+    known = {key for key, _, _ in (*SUMMARY_FIELDS, *RECORDER_FIELDS)}
     rows += [f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v, ensure_ascii=False))}</td></tr>"
              for k, v in rec.summary.items() if k not in known]
     return '<table class="summary">' + "".join(rows) + "</table>"

@@ -148,7 +148,7 @@ def test_a_missing_or_unreadable_wav_is_shown_absent(make_recording: MakeRecordi
 def test_missing_summary_figures_and_echo_curve_are_shown_absent(make_recording: MakeRecording,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     rec = make_recording(summary={"wake_latency_ms": 200, "preroll_ms": None, "barge_in_stop_ms": None,
-                                         "sent_from_s": 0.6})
+                                         "sent_from_s": 0.6, "future_figure": 7})
     doc = json.loads((rec / "timeline.json").read_text())
     del doc["erle"]
     doc["events"] = [{"kind": "wake", "text": "no time"}, "not an event", {"t": "soon", "kind": "end"}]
@@ -159,7 +159,8 @@ def test_missing_summary_figures_and_echo_curve_are_shown_absent(make_recording:
     assert "200 ms" in summary
     assert summary.count("not recorded") == 2  # end reason, duration
     assert "<th>pre-roll</th><td><span class=\"absent\">not measured</span>" in summary
-    assert "<th>sent_from_s</th><td>0.6</td>" in summary  # a figure this report does not know, as it is
+    assert "<th>sent audio starts at</th><td>0.60 s</td>" in summary  # a recorder figure, labelled
+    assert "<th>future_figure</th><td>7</td>" in summary  # a figure this report does not know, as it is
     assert "<th>barge-in stop time</th><td><span class=\"absent\">none</span>" in summary
     assert "no echo reduction recorded" in page
     table = page[page.index('<table class="events">'):]
