@@ -256,3 +256,55 @@ def test_echo_likeness_tells_a_leaking_echo_from_the_user() -> None:
 
     assert likeness(echo) >= 0.5
     assert likeness(user) < aec_path.ECHO_LIKE_CORRELATION
+
+
+class Collapsing(Recorder):
+    """Cancels perfectly until `after` frames, then passes the microphone through (a diverged filter)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.n, self.resets = after, 0, 0
+
+    def process(self, mic: bytes, ref: bytes) -> bytes:
+        self.n += 1
+        return super().process(mic, ref) if self.n <= self.after else mic
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def _collapse_run(engine: Collapsing, mic_of: Any, seconds: float) -> tuple[EchoPath, list[bool]]:
+    path = EchoPath(engine, frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=1.0)
+    seen = []
+    for k in range(int(seconds / FRAME_S)):
+        ref = noise(N, 500 + k, level=12000)
+        path.on_written(ref, 20.0 + k * FRAME_S)
+        path.process(CaptureFrame(mic_of(k, ref), 20.0 + (k + 1) * FRAME_S, k))
+        seen.append(path.converged)
+    return path, seen
+
+
+def test_a_collapsed_canceller_is_reset_and_the_path_mutes_again() -> None:
+    """Converged, then the engine lets the echo through (0 dB): after COLLAPSED_S of it the engine is reset once
+    and `converged` drops (so 'auto' mutes again), and the stream keeps flowing."""
+    engine = Collapsing(after=int(2.0 / FRAME_S))
+    path, seen = _collapse_run(engine, lambda k, ref: ref, 6.0)
+    collapse = int(2.0 / FRAME_S)
+    assert seen[collapse - 1], "converged before the collapse"
+    dropped = seen.index(False, collapse)
+    assert (dropped - collapse) * FRAME_S <= aec_path.COLLAPSED_S + 1.0  # the ~1 s smoothing, then COLLAPSED_S
+    assert engine.resets == 1 and path.stats["recoveries"] == 1
+
+
+def test_the_user_talking_over_the_agent_is_not_a_collapse() -> None:
+    """Converged, then the microphone carries the user's voice (independent of the reference) and the engine
+    passes it: the echo reduction figure falls as in a collapse, but the output does not resemble the
+    reference, so nothing is reset."""
+    engine = Collapsing(after=int(2.0 / FRAME_S))
+
+    def mic(k: int, ref: bytes) -> bytes:
+        return ref if k < int(2.0 / FRAME_S) else noise(N, 9000 + k, level=8000)
+
+    path, seen = _collapse_run(engine, mic, 6.0)
+    assert all(seen[int(1.5 / FRAME_S) :])
+    assert engine.resets == 0 and path.stats["recoveries"] == 0

@@ -138,7 +138,7 @@ def check_engines(out: dict[str, object], venv: str) -> None:
     assert out["daemon_picks"] == "webrtc"
     frame = out["frame_bytes"]
     assert frame == 2 * 24000 * 20 // 1000
-    stats = {"frames": 1, "cancelled": 1, "bypassed": 0, "failures": 0, "barge_in_vetoes": 0}
+    stats = {"frames": 1, "cancelled": 1, "bypassed": 0, "failures": 0, "barge_in_vetoes": 0, "recoveries": 0}
     assert out["path"] == {"name": "webrtc", "stats": stats, "bytes": frame}
     engines = out["engines"]
     assert isinstance(engines, dict)

@@ -43,6 +43,14 @@ A residual below QUIET_DBFS also counts (no echo path at all, e.g. headphones: n
 
 QUIET_DBFS = -55.0
 
+COLLAPSED_ERLE_DB = 10.0
+COLLAPSED_S = 2.0
+"""A converged canceller whose echo reduction stays below COLLAPSED_ERLE_DB for COLLAPSED_S of agent speech
+while its output resembles the reference (echo_likeness: not the user talking over the agent) has
+collapsed (issue 14 saw AEC3 fall to 1-8 dB on later turns): the engine is reset and the convergence latch
+dropped, so 'auto' mutes the microphone during agent audio and local barge-in disarms until it converges
+again, instead of streaming the agent's own voice. Counted as `recoveries` in the stats."""
+
 QUIET_RUN_S = 0.4
 """The other way to converge, without waiting for CONVERGE_S: the residual stayed below QUIET_DBFS this long
 without a break, late in a stretch of agent speech (see ECHO_LEAD_S): either there is no echo path (a
@@ -157,8 +165,10 @@ class EchoPath:
         self._recent_out: deque[bytes] = deque(maxlen=keep)  # the newest output frames, for echo_likeness
         self._recent_ref: deque[bytes] = deque(maxlen=keep)  # ...and the reference frames they were cancelled with
         self.echo_like_threshold = ECHO_LIKE_CORRELATION  # read at construction (bench/self_interruption.py)
+        self._collapsed_s = 0.0
+        # barge_in_vetoes: local barge-in detections dropped as echo (mic.py); recoveries: COLLAPSED_S resets
         self.stats: dict[str, int] = {"frames": 0, "cancelled": 0, "bypassed": 0, "failures": 0,
-                                     "barge_in_vetoes": 0}  # local barge-in detections dropped as echo (mic.py)
+                                     "barge_in_vetoes": 0, "recoveries": 0}
 
     # ------------------------------------------------------------------ playback writer thread
 
@@ -298,12 +308,39 @@ class EchoPath:
         a = _ERLE_SMOOTHING
         self._mic_power += a * (float(np.dot(m, m)) / m.size - self._mic_power)
         self._out_power += a * (float(np.dot(o, o)) / o.size + 1.0 - self._out_power)  # +1: digital silence
-        if not self._converged and self._far_s >= self._converge_s:
-            erle = self.erle_db
+        erle = self.erle_db
+        if self._converged:
+            self._watch_collapse(erle)
+        elif self._far_s >= self._converge_s:
             quiet = self._out_power < _QUIET_POWER
             if quiet or (erle is not None and erle >= CONVERGED_ERLE_DB):
                 self._converged = True
                 log.info("echo canceller %s converged: %.0f dB echo reduction", self.name, erle or 0.0)
+
+    def _watch_collapse(self, erle: float | None) -> None:
+        """COLLAPSED_ERLE_DB / COLLAPSED_S: reset a converged engine that lets the agent's voice through."""
+        if erle is None or erle >= COLLAPSED_ERLE_DB or self._out_power < _QUIET_POWER:
+            self._collapsed_s = 0.0
+            return
+        self._collapsed_s += self._frame_s
+        if self._collapsed_s < COLLAPSED_S:
+            return
+        self._collapsed_s = 0.0
+        if not self.resembles_echo():  # the user talking over the agent also lowers the figure
+            return
+        self.stats["recoveries"] += 1
+        log.log(logging.WARNING if self.stats["recoveries"] == 1 else logging.DEBUG,
+                "echo canceller %s collapsed (%.0f dB echo reduction for %.0f s of agent speech): restarting it; "
+                "the microphone is muted during agent audio until it converges again (later ones: counted as "
+                "recoveries in the echo stats)", self.name, erle, COLLAPSED_S)
+        engine = self._engine
+        if engine is not None:
+            engine.reset()
+        self._engine_ran = False  # the engine's delay line restarted: the next frame takes the held samples
+        self._converged = False
+        self._far_s = 0.0
+        self._quiet_run_s = 0.0
+        self._mic_power = self._out_power = 0.0
 
     def close(self) -> None:
         """Release the engine; idempotent. Frames pass through unchanged afterwards."""
