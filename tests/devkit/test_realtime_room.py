@@ -43,6 +43,7 @@ class Run:
     offset: int  # index in `heard` of mic-stream sample 0 (the clicks' echo located in the recording)
     played_clicks: list[int]  # sample index of each click in `played`
     heard_clicks: list[int]  # ... of its direct sound in `heard`
+    touched: list[bool]  # per click: its 50 ms in `heard` differ from the room's output (a dropout hit it)
     click_times: list[tuple[float, float]]  # (reached the room, reached the capturing client) per click
 
 
@@ -78,9 +79,10 @@ def run(pulse: PulseServer) -> Iterator[Run]:
         span, slack = FMT.samples(50), FMT.samples(2)
         m = [k + offset - slack + _locate(heard[k + offset - slack : k + offset + span + slack], written[k : k + span])
              + rt.response.speaker_direct for k in n]
+        touched = [bool(np.any(heard[k + offset : k + offset + span] != written[k : k + span])) for k in n]
         click_times = [(rt.stream_time(a), recorder.time_of(b)) for a, b in zip(n, m, strict=True)]
         status = rt.status()
-        yield Run(played, written, heard, recorder, status, said, rt.response, offset, n, m, click_times)
+        yield Run(played, written, heard, recorder, status, said, rt.response, offset, n, m, touched, click_times)
 
 
 def _locate(haystack: np.ndarray, needle: np.ndarray) -> int:
@@ -93,12 +95,19 @@ def _locate(haystack: np.ndarray, needle: np.ndarray) -> int:
 
 def test_every_click_played_comes_back_through_the_room_with_one_constant_delay(run: Run) -> None:
     """All clicks played into spk reach the room and, through it, a client capturing mic.monitor; the delay
-    from spk.monitor to mic.monitor is 5-100 ms and the same for every click to 1 ms (in samples: to 2)."""
+    from spk.monitor to mic.monitor is 5-100 ms and the same for every click to the sample (its timestamps: to
+    1 ms). A click whose 50 ms a dropout of the mic sink hit (the next test: those are exact zeros) has lost part
+    of its sound, so its local correlation says nothing about the delay; it is left out and counted. (CI saw two
+    such clicks 4 samples off, at the ends of the +-2 sample search, on 2026-12-01.)"""
     n, m = run.played_clicks, run.heard_clicks
     assert len(n) == CLICKS and len(m) == CLICKS
     lags = np.array(m) - np.array(n)
-    assert lags.max() - lags.min() <= 2, lags
-    delays = np.array([heard - reached for reached, heard in run.click_times])
+    clean = ~np.array(run.touched)
+    print(f"click lags {lags.tolist()}; {int(np.count_nonzero(~clean))} of {CLICKS} clicks hit by a dropout")
+    assert np.count_nonzero(clean) >= 4, run.touched
+    # aligned at the offset found over the whole train, an intact click is sample-exact there: one delay
+    assert np.all(lags[clean] == run.offset + run.response.speaker_direct), lags
+    delays = np.array([heard - reached for (reached, heard), ok in zip(run.click_times, clean, strict=True) if ok])
     assert delays.min() > 0.005 and delays.max() < 0.100, delays
     assert delays.max() - delays.min() < 0.001, delays
     assert run.status.dropped == ()
