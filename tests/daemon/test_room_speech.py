@@ -10,7 +10,6 @@ sample counts and exactness are not.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,11 @@ import pytest
 
 from tests.support.config import daemon_config
 from tests.support.pulse import PulseServer
-from tests.support.room import Recorded, exact_blocks, finish, room_daemon, session_lag, user_blocks, wait_room
 from vatel_edge.audio.aec import available_engines
-from vatel_edge.audio.aec_path import HOLD_S
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import WakeConfig
 from vatel_edge.devkit import room
-from vatel_edge.devkit.fixtures import shipped_speech
+from vatel_edge.devkit.room_scene import finish, first_turn, room_daemon, session_lag, three_turns, wait_room
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import wait_for_utterance
 from vatel_edge.devkit.speech import human_speech, speech_available
@@ -100,66 +97,25 @@ async def test_room_session_is_the_microphone_at_one_lag_outside_the_canceller_a
     pulse: PulseServer, tmp_path: Path
 ) -> None:
     """Three agent turns (the third cut by an interruption), the user (recorded human speech, 2 m) talking
-    across their starts and ends, and a pause: what the server received is the microphone recording at ONE
-    lag, sample for sample, everywhere except while the echo canceller runs (agent audio plus its hold), with
-    audio at that lag before, between and after the turns; inside the turns the user's 100 ms blocks are
-    compared with the user's part of the microphone and the figures printed (the engine changes them: AEC3
-    suppresses the user in double talk, docs/ECHO.md)."""
-    answer = shipped_speech("agent_answer.wav")[: FMT.nbytes(1800)]
-
-    async def script(s: SimSession) -> None:
-        await s.wait_audio(800)
-        await s.send_turn("t1", answer, realtime=True)
-        await s.wait_seconds(1.6)
-        await s.send_turn("t2", answer, realtime=True)
-        await s.wait_seconds(1.6)
-        third = asyncio.create_task(s.send_turn("t3", answer * 3, realtime=True))
-        await s.wait_seconds(1.2)
-        third.cancel()
-        await s.interrupt()
-        await s.wait_seconds(3.0)
-        await s.end_session()
-
+    across their starts and ends, and a pause (room_scene.three_turns): what the server received is the
+    microphone recording at ONE lag, sample for sample, everywhere except while the echo canceller runs (agent
+    audio plus its hold), with audio at that lag before, between and after the turns; inside the turns the
+    user's 100 ms blocks are compared with the user's part of the microphone and the figures printed (the
+    engine changes them: AEC3 suppresses the user in double talk, docs/ECHO.md)."""
     audio = {"echo_cancel": "auto", "mic_during_playback": "stream"}
-    async with room_daemon(pulse, lambda sim: config(sim, tmp_path, audio=audio, session={"idle_timeout_s": 30}),
-                           script) as (sim, daemon, rt, recorder, events):
-        assert rt is not None
-        t = rt.position / FMT.rate + 0.8
-        said = []
-        for name, pause in (("ill_disposed", 0.4), ("dashwood", 0.3), ("amiable_woman", 1.5), ("cold_hearted", 0)):
-            said.append(rt.say(human_speech(name), at_s=t))
-            t = (said[-1].start + said[-1].clean.size) / FMT.rate + pause
-        session = await sim.next_session(timeout=20)
-        await session.wait_closed(timeout=40)
-        await daemon.wait_state(State.LISTENING, timeout=10)
-        rec = finish(session, rt, recorder, daemon, events)
-    assert "barge_in" in [k for k, _ in events]
-    lag = session_lag(rec.received, rec.recorded)
-    exact = exact_blocks(rec.received, rec.recorded, lag)
+    t = await three_turns(pulse, lambda sim: config(sim, tmp_path, audio=audio, session={"idle_timeout_s": 30}))
+    assert "barge_in" in [k for k, _ in t.rec.events]
+    assert len(t.engine) >= 3, f"expected three agent turns in the room, found {len(t.engine)}"
     n = FMT.samples(20)
-    # where the engine may run: from the agent audio reaching the mic to HOLD_S after it, plus slack
-    engine = [(a - lag - FMT.samples(100), b - lag + FMT.samples(1000 * HOLD_S + 300)) for a, b in rec.playing()]
-    assert len(engine) >= 3, f"expected three agent turns in the room, found {len(engine)}"
-    inside = np.zeros(exact.size, dtype=bool)
-    for a, b in engine:
-        inside[max(0, a // n) : max(0, b // n + 1)] = True
-    outside = np.flatnonzero(~inside)
-    bad = outside[~exact[outside]]
-    assert bad.size == 0, (f"{bad.size} of {outside.size} blocks outside the canceller differ from the mic at the "
-                           f"session's lag: first at {bad[:5] * n / FMT.rate} s")
-    gaps = [(0, engine[0][0])] + [(engine[i][1], engine[i + 1][0]) for i in range(len(engine) - 1)]
-    gaps.append((engine[-1][1], exact.size * n))
-    for a, b in gaps:
-        assert exact[max(0, a // n + 1) : b // n].sum() >= 5, (
-            f"no exact audio between {a / FMT.rate:.2f} s and {b / FMT.rate:.2f} s")
-    spans = [(a + lag, b + lag) for a, b in rec.playing()]
-    corr = user_blocks(rec, lag, spans)
-    ok = sum(c >= 0.5 for c in corr)
-    print(f"stream: lag {lag} samples, {outside.size} blocks outside the canceller all exact; "
-          f"user blocks during agent audio correlating >= 0.5: {ok}/{len(corr)}; median {np.median(corr):.2f}; "
-          f"echo path {rec.echo}")
-    assert corr, "the user did not speak during agent audio"
-    assert max(corr) > 0.3, "nothing of the user correlates inside the canceller's stretches"
+    assert t.bad.size == 0, (f"{t.bad.size} of {t.outside.size} blocks outside the canceller differ from the mic "
+                             f"at the session's lag: first at {t.bad[:5] * n / FMT.rate} s")
+    assert min(t.exact_between) >= 5, f"too little exact audio before, between or after the turns: {t.exact_between}"
+    ok = sum(c >= 0.5 for c in t.corr)
+    print(f"stream: lag {t.lag} samples, {t.outside.size} blocks outside the canceller all exact; "
+          f"user blocks during agent audio correlating >= 0.5: {ok}/{len(t.corr)}; median {np.median(t.corr):.2f}; "
+          f"echo path {t.rec.echo}")
+    assert t.corr, "the user did not speak during agent audio"
+    assert max(t.corr) > 0.3, "nothing of the user correlates inside the canceller's stretches"
 
 
 @pytest.mark.skipif(not available_engines(), reason="no echo engine installed")
@@ -173,85 +129,19 @@ async def test_room_first_agent_turn_after_start_the_user_is_heard_once_the_canc
     pulse: PulseServer, tmp_path: Path, echo: bool
 ) -> None:
     """The first agent turn of a freshly started daemon (mic_during_playback = "auto", the default), the user
-    (recorded human speech, 1.5 m) talking over it. Known gap (docs/ECHO.md): "auto" mutes the microphone until
-    the canceller converged, so the start of the overlap is lost. Checked: the muted stretch is digital silence
-    and ends before the turn does (the canceller converged; with no echo path its quiet residual counts), and
-    after it user blocks correlating >= 0.5 with the user's part of the microphone reach the server; the
-    figures are printed."""
-    answer = shipped_speech("agent_answer.wav")
-    setup = room.RoomSetup(user_distance_m=1.5)
-
-    async def script(s: SimSession) -> None:
-        await s.wait_audio(700)
-        await s.send_turn("t1", answer, realtime=True)
-        await s.wait_seconds(1.5)
-        await s.end_session()
-
+    (recorded human speech, 1.5 m) talking over it (room_scene.first_turn). Known gap (docs/ECHO.md): "auto"
+    mutes the microphone until the canceller converged, so the start of the overlap is lost. Checked: the muted
+    stretch is digital silence and ends before the turn does (the canceller converged; with no echo path its
+    quiet residual counts), and after it user blocks correlating >= 0.5 with the user's part of the microphone
+    reach the server; the figures are printed."""
     audio = {"echo_cancel": "auto", "mic_during_playback": "auto"}
-    # 12.5 s with pauses: overlaps the whole 10 s answer
-    user = human_speech("dashwood") + bytes(FMT.nbytes(300)) + human_speech("amiable_woman")
-    wake_clip = human_speech("ill_disposed")
-    async with room_daemon(pulse, lambda sim: config(sim, tmp_path, audio=audio, session={"idle_timeout_s": 30}),
-                           script, setup=setup, echo=echo) as (sim, daemon, rt, recorder, events):
-        if rt is not None:
-            t = rt.position / FMT.rate + 0.5
-            first = rt.say(wake_clip, at_s=t)
-            rt.say(user, at_s=(first.start + first.clean.size) / FMT.rate + 0.2)
-            session = await sim.next_session(timeout=20)
-            await session.wait_closed(timeout=40)
-            await daemon.wait_state(State.LISTENING, timeout=10)
-            rec = finish(session, rt, recorder, daemon, events)
-        else:  # no echo path: the room's rendering of the user alone, fed into the mic; the speaker recorded
-            with room.SourceRecorder(pulse, "spk.monitor") as speaker:
-                gap = FMT.samples(200)
-                clean = np.concatenate([np.frombuffer(wake_clip, "<i2"), np.zeros(gap, np.int16),
-                                        np.frombuffer(user, "<i2"), np.zeros(FMT.samples(8000), np.int16)])
-                scene = room.render_parts(b"", clean.tobytes(), FMT.samples(500), setup=setup)
-                feed = pulse.feed_mic(scene.mic.astype("<i2").tobytes())
-                session = await sim.next_session(timeout=20)
-                await session.wait_closed(timeout=40)
-                await daemon.wait_state(State.LISTENING, timeout=10)
-                feed.kill()
-                feed.wait()
-                rec = without_room(session, recorder, speaker, scene, daemon, events)
-    lag = session_lag(rec.received, rec.recorded)
-    turn = rec.playing()[0]
-    n = FMT.samples(20)
-    sent = rec.received
-    # the muted stretch: 20 ms blocks of digital silence in what was sent while the agent played
-    user_span = (turn[0], min(turn[1], max(s.end for s in rec.speech) + rec.offset))
-    silent = [k for k in range((turn[0] - lag) // n, (user_span[1] - lag) // n)
-              if 0 <= k * n < sent.size - n and not sent[k * n : (k + 1) * n].any()]
-    deaf_end = (silent[-1] + 1) * n + lag if silent else turn[0]
-    deaf_ms = 1000.0 * (deaf_end - turn[0]) / FMT.rate
-    during = user_blocks(rec, lag, [user_span])
-    after = user_blocks(rec, lag, [(deaf_end, user_span[1])])
-    ok, ok_after = sum(c >= 0.5 for c in during), sum(c >= 0.5 for c in after)
-    print(f"first turn, {'echo path' if echo else 'no echo path'}: mic muted for the first {deaf_ms:.0f} ms of agent "
-          f"audio; user blocks during agent audio correlating >= 0.5: {ok}/{len(during)} "
-          f"({100 * ok / max(1, len(during)):.0f} %); after the muted stretch {ok_after}/{len(after)}; echo {rec.echo}")
-    assert during, "the user did not talk over the agent"
-    assert deaf_end < user_span[1], "the microphone stayed muted for as long as the user talked over the agent"
+    f = await first_turn(pulse, lambda sim: config(sim, tmp_path, audio=audio, session={"idle_timeout_s": 30}),
+                         echo=echo, setup=room.RoomSetup(user_distance_m=1.5))
+    ok, ok_after = sum(c >= 0.5 for c in f.during), sum(c >= 0.5 for c in f.after)
+    print(f"first turn, {'echo path' if echo else 'no echo path'}: mic muted for the first {f.deaf_ms:.0f} ms of "
+          f"agent audio; user blocks during agent audio correlating >= 0.5: {ok}/{len(f.during)} "
+          f"({100 * ok / max(1, len(f.during)):.0f} %); after the muted stretch {ok_after}/{len(f.after)}; "
+          f"echo {f.rec.echo}")
+    assert f.during, "the user did not talk over the agent"
+    assert f.deaf_end < f.user_end, "the microphone stayed muted for as long as the user talked over the agent"
     assert ok_after >= 1, "nothing the user said after the canceller was ready reached the server"
-
-
-def without_room(session: SimSession, recorder: room.SourceRecorder, speaker: room.SourceRecorder,
-                 scene: room.Rendered, daemon: Any, events: list[tuple[str, str]]) -> Recorded:
-    """A Recorded for a scene without an echo path: the user's rendering located in the mic recording; what the
-    speaker played mapped onto the recording by the two recorders' clocks."""
-    from tests.support.room import locate, pcm
-
-    recorded = recorder.samples()
-    begin = scene.user_offset
-    at = locate(recorded, scene.user[begin:]) - begin
-    spk = speaker.samples()
-    played = np.zeros(max(0, recorded.size - at), dtype=np.int16)
-    shift = round((speaker.time_of(0) - recorder.time_of(0)) * FMT.rate)  # spk sample i ~ recording i + shift
-    for i in range(0, spk.size, FMT.samples(10)):
-        j = i + shift - at
-        if 0 <= j < played.size - FMT.samples(10):
-            played[j : j + FMT.samples(10)] = spk[i : i + FMT.samples(10)]
-    said = room.UserSpeech(0, np.zeros(0, np.int16), scene.user, 0)
-    path = daemon.echo
-    echo = {"converged": path.converged, "erle_db": path.erle_db}
-    return Recorded(pcm(session.input_audio), recorded, played, at, [said], session, events, echo)

@@ -1,4 +1,5 @@
-"""The microphone path in a real-time reverberant room with recorded human speech: the room tests' helpers.
+"""The microphone path in a real-time reverberant room with recorded human speech: helpers of the room tests
+(tests/daemon/test_room_speech.py) and of bench/mic_path.py.
 
 The real daemon (in process: `Daemon` + `running`) on the test devices, with `devkit.room.RealTimeRoom` between
 its speaker and its microphone (RT60 0.4 s, loudspeaker 15 cm from the mic, tanh soft clipping) and the user
@@ -20,13 +21,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vatel_edge.audio.aec_path import HOLD_S
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import Config
 from vatel_edge.daemon import Daemon, running
-from vatel_edge.devkit.room import RealTimeRoom, RoomSetup, SourceRecorder, UserSpeech
+from vatel_edge.devkit.fixtures import shipped_speech
+from vatel_edge.devkit.room import RealTimeRoom, Rendered, RoomSetup, SourceRecorder, UserSpeech, render_parts
 from vatel_edge.devkit.sandbox import PulseServer
 from vatel_edge.devkit.simulator import SimSession, Simulator
-from vatel_edge.devkit.speech import speech_onset
+from vatel_edge.devkit.speech import human_speech, speech_onset
 from vatel_edge.state import State
 
 FMT = VATEL_FORMAT
@@ -98,6 +101,12 @@ def loud_stretches(x: Pcm, *, threshold: int = 64, gap: int = FMT.samples(300)) 
         prev = int(i)
     out.append((start, prev + 1))
     return out
+
+
+def power_dbfs(x: npt.NDArray[Any]) -> float:
+    """Mean power of `x` (PCM16 units) in dB relative to full scale (-200 for silence)."""
+    p = float(np.mean(np.asarray(x, dtype=np.float64) ** 2)) if x.size else 0.0
+    return 10.0 * float(np.log10(p / 32768.0**2)) if p > 0 else -200.0
 
 
 def correlation(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
@@ -202,3 +211,147 @@ def finish(session: SimSession, rt: RealTimeRoom, recorder: SourceRecorder, daem
     except (AttributeError, RuntimeError):
         echo = {}
     return Recorded(pcm(session.input_audio), recorded, rt.played(), offset, rt.speech, session, events, echo)
+
+
+def without_room(session: SimSession, recorder: SourceRecorder, speaker: SourceRecorder, scene: Rendered,
+                 daemon: Daemon, events: list[tuple[str, str]]) -> Recorded:
+    """A Recorded for a scene without an echo path: the user's rendering located in the mic recording; what the
+    speaker played mapped onto the recording by the two recorders' clocks."""
+    recorded = recorder.samples()
+    begin = scene.user_offset
+    at = locate(recorded, scene.user[begin:]) - begin
+    spk = speaker.samples()
+    played = np.zeros(max(0, recorded.size - at), dtype=np.int16)
+    shift = round((speaker.time_of(0) - recorder.time_of(0)) * FMT.rate)  # spk sample i ~ recording i + shift
+    step = FMT.samples(10)
+    for i in range(0, spk.size, step):
+        j = i + shift - at
+        if 0 <= j < played.size - step:
+            played[j : j + step] = spk[i : i + step]
+    said = UserSpeech(0, np.zeros(0, np.int16), scene.user, 0)
+    path = daemon.echo
+    echo = {"converged": path.converged, "erle_db": path.erle_db} if path is not None else {}
+    return Recorded(pcm(session.input_audio), recorded, played, at, [said], session, events, echo)
+
+
+# ------------------------------------------------------------------------------------------------ scenes
+
+
+@dataclass
+class FirstTurn:
+    """The first agent turn after start with the user talking over it (`first_turn`)."""
+
+    rec: Recorded
+    lag: int
+    deaf_end: int  # recording index where the last 20 ms of digital silence sent during the overlap ends
+    user_end: int  # recording index where the overlap of the user's talk with the turn ends
+    deaf_ms: float  # the muted stretch from the turn's start
+    during: list[float]  # user_blocks over the whole overlap
+    after: list[float]  # ... after the muted stretch
+
+
+async def first_turn(pulse: PulseServer, cfg_for: Callable[[Simulator], Config], *, echo: bool,
+                     setup: RoomSetup) -> FirstTurn:
+    """A freshly started daemon's first agent turn (the shipped 10 s answer) while the user (recorded human
+    speech) talks over all of it; with `echo` the room carries the speaker into the mic, without it the user's
+    rendering alone is fed into the mic (a headset, a well-isolated speaker)."""
+    answer = shipped_speech("agent_answer.wav")
+
+    async def script(s: SimSession) -> None:
+        await s.wait_audio(700)
+        await s.send_turn("t1", answer, realtime=True)
+        await s.wait_seconds(1.5)
+        await s.end_session()
+
+    # 12.5 s with pauses: overlaps the whole 10 s answer
+    user = human_speech("dashwood") + bytes(FMT.nbytes(300)) + human_speech("amiable_woman")
+    wake_clip = human_speech("ill_disposed")
+    async with room_daemon(pulse, cfg_for, script, setup=setup, echo=echo) as (sim, daemon, rt, recorder, events):
+        if rt is not None:
+            first = rt.say(wake_clip, at_s=rt.position / FMT.rate + 0.5)
+            rt.say(user, at_s=(first.start + first.clean.size) / FMT.rate + 0.2)
+            session = await sim.next_session(timeout=20)
+            await session.wait_closed(timeout=40)
+            await daemon.wait_state(State.LISTENING, timeout=10)
+            rec = finish(session, rt, recorder, daemon, events)
+        else:
+            with SourceRecorder(pulse, "spk.monitor") as speaker:
+                clean = np.concatenate([pcm(wake_clip), np.zeros(FMT.samples(200), np.int16), pcm(user),
+                                        np.zeros(FMT.samples(8000), np.int16)])
+                scene = render_parts(b"", clean.tobytes(), FMT.samples(500), setup=setup)
+                feed = pulse.feed_mic(scene.mic.astype("<i2").tobytes())
+                session = await sim.next_session(timeout=20)
+                await session.wait_closed(timeout=40)
+                await daemon.wait_state(State.LISTENING, timeout=10)
+                feed.kill()
+                feed.wait()
+                rec = without_room(session, recorder, speaker, scene, daemon, events)
+    lag = session_lag(rec.received, rec.recorded)
+    turn = rec.playing()[0]
+    sent = rec.received
+    user_end = min(turn[1], max(s.end for s in rec.speech) + rec.offset)
+    silent = [k for k in range((turn[0] - lag) // FRAME, (user_end - lag) // FRAME)
+              if 0 <= k * FRAME < sent.size - FRAME and not sent[k * FRAME : (k + 1) * FRAME].any()]
+    deaf_end = (silent[-1] + 1) * FRAME + lag if silent else turn[0]
+    return FirstTurn(rec, lag, deaf_end, user_end, 1000.0 * (deaf_end - turn[0]) / FMT.rate,
+                     user_blocks(rec, lag, [(turn[0], user_end)]), user_blocks(rec, lag, [(deaf_end, user_end)]))
+
+
+@dataclass
+class Turns:
+    """Three agent turns with the user talking across them (`three_turns`)."""
+
+    rec: Recorded
+    lag: int
+    exact: npt.NDArray[np.bool_]  # per 20 ms block of what was sent: the recording at `lag`, sample for sample
+    engine: list[tuple[int, int]]  # where the canceller may run (sent-stream samples)
+    outside: npt.NDArray[np.intp]  # blocks outside those stretches
+    bad: npt.NDArray[np.intp]  # ... of them not exact at `lag` (skipped, repeated or shifted samples)
+    exact_between: list[int]  # exact blocks before, between and after the stretches
+    corr: list[float]  # user_blocks inside the agent's audio
+
+
+async def three_turns(pulse: PulseServer, cfg_for: Callable[[Simulator], Config]) -> Turns:
+    """Three agent turns (the third cut by a server interruption), the user (recorded human speech, 2 m)
+    talking across their starts and ends, and a pause; the stream compared with the mic recording."""
+    answer = shipped_speech("agent_answer.wav")[: FMT.nbytes(1800)]
+
+    async def script(s: SimSession) -> None:
+        await s.wait_audio(800)
+        await s.send_turn("t1", answer, realtime=True)
+        await s.wait_seconds(1.6)
+        await s.send_turn("t2", answer, realtime=True)
+        await s.wait_seconds(1.6)
+        third = asyncio.create_task(s.send_turn("t3", answer * 3, realtime=True))
+        await s.wait_seconds(1.2)
+        third.cancel()
+        await s.interrupt()
+        await s.wait_seconds(3.0)
+        await s.end_session()
+
+    async with room_daemon(pulse, cfg_for, script) as (sim, daemon, rt, recorder, events):
+        assert rt is not None
+        t = rt.position / FMT.rate + 0.8
+        for name, pause in (("ill_disposed", 0.4), ("dashwood", 0.3), ("amiable_woman", 1.5), ("cold_hearted", 0)):
+            said = rt.say(human_speech(name), at_s=t)
+            t = (said.start + said.clean.size) / FMT.rate + pause
+        session = await sim.next_session(timeout=20)
+        await session.wait_closed(timeout=40)
+        await daemon.wait_state(State.LISTENING, timeout=10)
+        rec = finish(session, rt, recorder, daemon, events)
+    lag = session_lag(rec.received, rec.recorded)
+    exact = exact_blocks(rec.received, rec.recorded, lag)
+    n = FRAME
+    # where the engine may run: from the agent audio reaching the mic to HOLD_S after it, plus slack
+    engine = [(a - lag - FMT.samples(100), b - lag + FMT.samples(1000 * HOLD_S + 300)) for a, b in rec.playing()]
+    inside = np.zeros(exact.size, dtype=bool)
+    for a, b in engine:
+        inside[max(0, a // n) : max(0, b // n + 1)] = True
+    outside = np.flatnonzero(~inside)
+    gaps = [(0, engine[0][0])] if engine else [(0, exact.size * n)]
+    gaps += [(engine[i][1], engine[i + 1][0]) for i in range(len(engine) - 1)]
+    if engine:
+        gaps.append((engine[-1][1], exact.size * n))
+    between = [int(exact[max(0, a // n + 1) : b // n].sum()) for a, b in gaps]
+    corr = user_blocks(rec, lag, [(a + lag, b + lag) for a, b in rec.playing()])
+    return Turns(rec, lag, exact, engine, outside, outside[~exact[outside]], between, corr)
