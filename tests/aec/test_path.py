@@ -258,6 +258,44 @@ def test_echo_likeness_tells_a_leaking_echo_from_the_user() -> None:
     assert likeness(user) < aec_path.ECHO_LIKE_CORRELATION
 
 
+def test_the_first_frames_of_a_turn_after_a_bypass_are_judged_by_echo_likeness() -> None:
+    """After seconds of bypass (nothing played), a turn whose first 150 ms of echo leak through the engine (as
+    AEC3 resuming was measured to do in the real-time room) already resembles the reference 120 ms into the
+    turn, when a 90 ms barge-in debounce could fire: the likeness window ran on through the bypass. (It used to
+    be emptied there, so echo_likeness was 0.0 for the first 0.5 s and the leak cut the turn.)"""
+    from vatel_edge.devkit.fixtures import shipped_speech
+
+    agent = np.frombuffer(shipped_speech("agent_answer.wav"), dtype="<i2")[: FMT.samples(2000)]
+    lag = FMT.samples(30)
+    echo = np.concatenate([np.zeros(lag), agent[:-lag] * 10 ** (-6 / 20)]).astype("<i2")
+    rng = np.random.default_rng(5)
+
+    class LeakingAtStart(PassThrough):
+        """Passes the mic through for its first 8 frames after a pause, then removes everything."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.ran = 0
+
+        def process(self, mic: bytes, ref: bytes) -> bytes:
+            self.ran += 1
+            return mic if self.ran <= 8 else bytes(len(mic))
+
+    path = EchoPath(LeakingAtStart(), frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0))
+    t = 30.0
+    for k in range(100):  # 2 s of room noise, nothing playing: bypassed
+        noise = np.clip(rng.normal(0, 20, N), -32768, 32767).astype("<i2").tobytes()
+        path.process(CaptureFrame(noise, t, k))
+        t += FRAME_S
+    assert path.stats["bypassed"] == 100
+    for k in range(6):  # 120 ms of the turn
+        path.on_written(agent[k * N : (k + 1) * N].tobytes(), t - FRAME_S)
+        path.process(CaptureFrame(echo[k * N : (k + 1) * N].tobytes(), t, 100 + k))
+        t += FRAME_S
+    assert path.stats["cancelled"] >= 5
+    assert path.echo_likeness() >= aec_path.ECHO_LIKE_CORRELATION
+
+
 class Collapsing(Recorder):
     """Cancels perfectly until `after` frames, then passes the microphone through (a diverged filter)."""
 

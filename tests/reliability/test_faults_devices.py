@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,16 @@ async def _short(s: SimSession) -> None:
     await s.end_session()
 
 
+
+def _short_turn(turn_id: str, *, wait_ms: float) -> Callable[[SimSession], Awaitable[None]]:
+    """A session script: after `wait_ms` of microphone audio, one short agent turn, then the end."""
+    async def script(s: SimSession) -> None:
+        await s.wait_audio(wait_ms, timeout=15)
+        await s.send_turn(turn_id, tone(300), realtime=True)
+        await s.wait_seconds(0.5)
+        await s.end_session()
+    return script
+
 async def test_capture_device_that_does_not_exist_is_retried_and_the_daemon_still_serves(
     pulse: PulseServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,12 +135,7 @@ async def test_mic_and_speaker_vanish_mid_turn_and_come_back(
         finally:
             await s.end_session()
 
-    async def listening(s: SimSession) -> None:
-        await s.wait_audio(500, timeout=15)
-        await s.send_turn("t2", tone(300), realtime=True)
-        await s.wait_seconds(0.5)
-        await s.end_session()
-
+    listening = _short_turn("t2", wait_ms=500)
     async with Simulator(script=listening) as sim:
         sim.scripts.append(speaking)
         cfg = reliability_config(tmp_path, sim.base_url, sim.agent_id, session={"idle_timeout_s": 8.0})
@@ -189,12 +194,7 @@ async def test_both_devices_missing_for_several_retries_are_logged_once_each_way
     _unload(private_pulse, "mic")
     _unload(private_pulse, "spk")
 
-    async def speak(s: SimSession) -> None:
-        await s.wait_audio(300, timeout=15)
-        await s.send_turn("t1", tone(300), realtime=True)
-        await s.wait_seconds(0.5)
-        await s.end_session()
-
+    speak = _short_turn("t1", wait_ms=300)
     async with Simulator(script=speak) as sim:
         cfg = reliability_config(tmp_path, sim.base_url, sim.agent_id)
         async with live_daemon(cfg, sim.api_key) as daemon:

@@ -254,7 +254,8 @@ class EchoPath:
         """How much the last ECHO_LIKE_WINDOW_S of output resembles the reference at some lag up to
         ECHO_LIKE_MAX_LAG_S (the peak normalised cross-correlation of the pre-emphasised signals, 0..1): echo
         leaking through the canceller is a filtered copy of the reference; the user's voice is not. 0.0
-        without enough recent frames (the window is cleared whenever the engine is bypassed).
+        without enough recent frames (after start); the window runs on through bypassed frames, so the start of
+        an agent turn is judged against the quiet before it.
 
         For the local barge-in decision: called in the capture thread only when a detector fires."""
         n_frames = round(ECHO_LIKE_WINDOW_S / self._frame_s)
@@ -293,14 +294,17 @@ class EchoPath:
     def _bypass(self, frame: CaptureFrame) -> CaptureFrame:
         """The frame uncancelled, delayed by the engine's latency (so the stream's lag never changes)."""
         self._engine_ran = False
-        if self._recent_out:
-            self._recent_out.clear()
-            self._recent_ref.clear()
-        if not self.latency:
-            return frame
-        joined = self._tail + frame.pcm
-        self._tail = joined[len(frame.pcm) :]
-        return CaptureFrame(joined[: len(frame.pcm)], frame.t, frame.seq)
+        if self.latency:
+            joined = self._tail + frame.pcm
+            self._tail = joined[len(frame.pcm) :]
+            frame = CaptureFrame(joined[: len(frame.pcm)], frame.t, frame.seq)
+        # the echo_likeness window runs on through the bypass (the output, nothing playing), so it can judge the
+        # first frames of the next agent turn: measured in the real-time room, AEC3 resuming after a bypass
+        # let the first ~100 ms of a turn's echo through, and local barge-in cut 2-3 of 4 turns at 0.12-0.28 s
+        # while an emptied window could not veto (echo_likeness 0.0 for its first 0.5 s)
+        self._recent_out.append(frame.pcm)
+        self._recent_ref.append(self._silence)
+        return frame
 
     def _track_erle(self, mic: bytes, out: bytes) -> None:
         m = np.frombuffer(mic, dtype="<i2").astype(np.float64)

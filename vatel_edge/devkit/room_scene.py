@@ -103,12 +103,6 @@ def loud_stretches(x: Pcm, *, threshold: int = 64, gap: int = FMT.samples(300)) 
     return out
 
 
-def power_dbfs(x: npt.NDArray[Any]) -> float:
-    """Mean power of `x` (PCM16 units) in dB relative to full scale (-200 for silence)."""
-    p = float(np.mean(np.asarray(x, dtype=np.float64) ** 2)) if x.size else 0.0
-    return 10.0 * float(np.log10(p / 32768.0**2)) if p > 0 else -200.0
-
-
 def correlation(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if not x.any() or not y.any():
