@@ -139,7 +139,7 @@ def silence_after(x: np.ndarray, start: int, threshold: int, run: int) -> int | 
     return None if idx.size == 0 else start + int(idx[0])
 
 
-def analyse(trial: Trial, source: bytes, trig: int, frame_ms: int, preroll_ms: int, mic: Probe, spk: Probe,
+def analyse(trial: Trial, source: bytes, trig: int, frame_ms: int, mic: Probe, spk: Probe,
             ahead: float) -> None:
     """Turn a trial's probe recordings and message log into latencies (ms)."""
     s = trial.session
@@ -160,11 +160,14 @@ def analyse(trial: Trial, source: bytes, trig: int, frame_ms: int, preroll_ms: i
     r["alignment_exact"] = bool(
         np.array_equal(x[on : on + n], src[src_on : src_on + n]) and np.array_equal(sent[sent_on : sent_on + n],
                                                                                   src[src_on : src_on + n]))
-    # The pre-roll ends with the frame on which the daemon's VAD fired: its end is the earliest moment a
-    # detector working on whole capture frames could know the min_speech_ms window was complete.
-    preroll_frames = -(-preroll_ms // frame_ms)
-    trig_src = preroll_frames * FMT.samples(frame_ms) - sent_shift
-    r["trigger_vs_offline_vad_ms"] = 1000 * (trig_src - trig) / FMT.rate
+    # The end of the min_speech_ms window: where VoiceDetector fires on the source alone (1 ms steps), moved to
+    # the end of the capture frame holding it (the input_audio is on the capture frames' grid: a session's
+    # audio starts on a frame boundary), the earliest moment a detector working on whole frames could know.
+    # (Until 2026-12-01 this was read off the pre-roll, which ended with the frame the VAD fired on; the
+    # pre-roll now starts before the speech onset instead, so that reading put the window end at the onset.)
+    n_frame = FMT.samples(frame_ms)
+    trig_src = -(-(trig + sent_shift) // n_frame) * n_frame - sent_shift
+    r["frame_rounding_ms"] = 1000 * (trig_src - trig) / FMT.rate
     t_window_end = mic.time_of(mic_shift + trig_src)
     t_input = _first(s, "in", "input_audio")
     if t_input is not None:
@@ -300,7 +303,7 @@ async def latency(rig: Rig, warm: int, cold: int) -> tuple[list[Figure], float |
         dump(rig, trials, mic, spk, players)
         for trial in trials:
             if trial.session is not None:
-                analyse(trial, source, trig, audio.frame_ms, wake.preroll_ms, mic, spk, ahead)
+                analyse(trial, source, trig, audio.frame_ms, mic, spk, ahead)
         y = spk.samples()
         for player in players:
             assert player.first_write_at is not None and player.dropped_at is not None
@@ -336,8 +339,9 @@ def figures(trials: list[Trial], floors: dict[str, list[float]], audio: AudioCon
             "bare client: connect + 1 frame" + (" after a token POST" if kind == "cold" else ", token in hand"),
             goal=f"<= {WAKE_GOAL_MS:g} ms" if kind == "warm" else "",
             samples=[round(x, 1) for x in xs], floor_samples=rounded(floors[kind], 1),
-            note=f"median of {len(xs)}; {calib}; window end = end of the capture frame the VAD fired on",
-            extra={"trigger_vs_offline_vad_ms": rounded(pick(kind, "trigger_vs_offline_vad_ms"), 1)},
+            note=(f"median of {len(xs)}; {calib}; window end = the offline wake VAD's trigger, to the end of its "
+                  "capture frame"),
+            extra={"frame_rounding_ms": rounded(pick(kind, "frame_rounding_ms"), 1)},
         )
         if kind == "warm":
             fig.met = None if v is None else v <= WAKE_GOAL_MS
