@@ -6,7 +6,6 @@ simulator received (`input_audio`) is compared with what was fed into the microp
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from vatel_edge.audio.aec import available_engines
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.daemon import Daemon, running
 from vatel_edge.devkit.fixtures import shipped_speech
+from vatel_edge.devkit.room_scene import three_turn_script
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import wait_for_utterance
 from vatel_edge.state import State
@@ -122,20 +122,7 @@ async def test_the_stream_keeps_one_lag_across_agent_turns_a_barge_in_and_pauses
     engine runs while the agent plays) 200 ms windows match best at that same lag."""
     talk = shipped_speech("user_request.wav") + bytes(FMT.nbytes(700)) + shipped_speech("user_interrupt.wav")
     user = bytes(FMT.nbytes(1000)) + talk + bytes(FMT.nbytes(400)) + talk + bytes(FMT.nbytes(300)) + talk
-    answer = shipped_speech("agent_answer.wav")[: FMT.nbytes(1800)]
-
-    async def script(s: SimSession) -> None:
-        await s.wait_audio(600)
-        await s.send_turn("t1", answer, realtime=True)
-        await s.wait_seconds(1.0)
-        await s.send_turn("t2", answer, realtime=True)
-        await s.wait_seconds(0.6)
-        third = asyncio.create_task(s.send_turn("t3", answer * 2, realtime=True))
-        await s.wait_seconds(1.0)
-        third.cancel()
-        await s.interrupt()
-        await s.wait_seconds(2.5)
-        await s.end_session()
+    script = three_turn_script(heard_ms=600, gaps_s=(1.0, 0.6), third_times=2, cut_after_s=1.0, tail_s=2.5)
 
     async with Simulator(script=script) as sim, daemon_with(
         sim, tmp_path, audio={"echo_cancel": "auto", "mic_during_playback": "stream"}

@@ -305,24 +305,34 @@ class Turns:
     corr: list[float]  # user_blocks inside the agent's audio
 
 
-async def three_turns(pulse: PulseServer, cfg_for: Callable[[Simulator], Config]) -> Turns:
-    """Three agent turns (the third cut by a server interruption), the user (recorded human speech, 2 m)
-    talking across their starts and ends, and a pause; the stream compared with the mic recording."""
+def three_turn_script(*, heard_ms: float, gaps_s: tuple[float, float], third_times: int, cut_after_s: float,
+                      tail_s: float) -> Script:
+    """A session script: after `heard_ms` of microphone audio, two agent turns (1.8 s of the shipped answer),
+    each followed by its gap in `gaps_s`, then a third (the answer `third_times` over) cut by an interruption
+    `cut_after_s` in, and the end `tail_s` later. tests/daemon/test_mic_stream.py and `three_turns` use it
+    with their timings."""
     answer = shipped_speech("agent_answer.wav")[: FMT.nbytes(1800)]
 
     async def script(s: SimSession) -> None:
-        await s.wait_audio(800)
+        await s.wait_audio(heard_ms)
         await s.send_turn("t1", answer, realtime=True)
-        await s.wait_seconds(1.6)
+        await s.wait_seconds(gaps_s[0])
         await s.send_turn("t2", answer, realtime=True)
-        await s.wait_seconds(1.6)
-        third = asyncio.create_task(s.send_turn("t3", answer * 3, realtime=True))
-        await s.wait_seconds(1.2)
+        await s.wait_seconds(gaps_s[1])
+        third = asyncio.create_task(s.send_turn("t3", answer * third_times, realtime=True))
+        await s.wait_seconds(cut_after_s)
         third.cancel()
         await s.interrupt()
-        await s.wait_seconds(3.0)
+        await s.wait_seconds(tail_s)
         await s.end_session()
 
+    return script
+
+
+async def three_turns(pulse: PulseServer, cfg_for: Callable[[Simulator], Config]) -> Turns:
+    """Three agent turns (the third cut by a server interruption), the user (recorded human speech, 2 m)
+    talking across their starts and ends, and a pause; the stream compared with the mic recording."""
+    script = three_turn_script(heard_ms=800, gaps_s=(1.6, 1.6), third_times=3, cut_after_s=1.2, tail_s=3.0)
     async with room_daemon(pulse, cfg_for, script) as (sim, daemon, rt, recorder, events):
         assert rt is not None
         t = rt.position / FMT.rate + 0.8
