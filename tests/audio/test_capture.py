@@ -63,6 +63,41 @@ async def test_48k_stereo_only_device_is_resampled_from_the_configured_channel(t
     assert level_db(y, 7000, 24000) < -60  # not the left channel
 
 
+@pytest.mark.parametrize("device", ["fcap", "f48cap"])
+async def test_a_batching_sink_gets_every_frame_in_order_a_drain_per_call(tmp_path: Path, device: str) -> None:
+    """With a sink and batch_s set (listening), each call carries the frames of one drain, several at a time, and
+    together they are the source without a gap: cut from the bytes at 24 kHz mono, converted at 48 kHz stereo."""
+    if device == "fcap":
+        src = counting_pcm(VATEL_FORMAT.samples(3000))
+        (tmp_path / "in.raw").write_bytes(src)
+    else:
+        native = AudioFormat(48000, 2)
+        mono = tone(1000, 48000, native.samples(3000))
+        (tmp_path / "in.raw").write_bytes(np.stack([mono, mono], axis=1).astype("<i2").tobytes())
+    calls: list[list[CaptureFrame]] = []
+    got = threading.Event()
+    capture = Capture(AudioConfig(capture_device=f"{device}:IN={tmp_path}/in.raw"))
+
+    def sink(frames: list[CaptureFrame]) -> None:
+        calls.append(frames)
+        if sum(len(c) for c in calls) >= 100:
+            got.set()
+
+    capture.set_sink(sink)
+    capture.batch_s = 0.1
+    async with capture:
+        assert await asyncio.to_thread(got.wait, 20)
+    frames = [f for c in calls for f in c]
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert max(len(c) for c in calls) > 1
+    pcm = b"".join(f.pcm for f in frames[:100])
+    if device == "fcap":
+        assert pcm == src[: len(pcm)]
+    else:
+        y = np.frombuffer(pcm, dtype="<i2")[VATEL_FORMAT.samples(20) :]
+        assert abs(level_db(y, 1000, 24000)) < 0.5  # a gap or a repeat would break the tone's phase
+
+
 async def test_slow_consumer_drops_oldest_frames_and_counts_them(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

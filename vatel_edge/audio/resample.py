@@ -52,6 +52,7 @@ class Resampler:
             return
         self._bank, self._up, self._down = design_lowpass(in_rate, out_rate)
         self._taps = self._bank.shape[1]
+        self._phases = [self._bank[0, p :: self._down].copy() for p in range(self._down)]  # integer decimation
         self._hist = np.zeros(self._taps - 1, dtype=np.float64)
         self._consumed = 0  # inputs seen so far (absolute index of the next input)
         self._next_out = 0  # absolute index of the next output sample
@@ -62,6 +63,21 @@ class Resampler:
         if self.passthrough:
             return 0.0
         return float((self._taps * self._up - 1) / 2.0 / (self.in_rate * self._up))
+
+    def output_counts(self, lengths: list[int]) -> list[int]:
+        """How many samples `process` would return for consecutive blocks of these lengths (state unchanged):
+        for attributing the output of one call over a batch to the blocks it joined."""
+        if self.passthrough:
+            return list(lengths)
+        counts = []
+        consumed, next_out = self._consumed, self._next_out
+        for n in lengths:
+            consumed += n
+            end = ((consumed - 1) * self._up + self._up - 1) // self._down
+            count = max(0, end - next_out + 1)
+            counts.append(count)
+            next_out += count
+        return counts
 
     def process(self, x: npt.NDArray[np.int16]) -> Int16Array:
         """Resample the next block of the stream."""
@@ -76,10 +92,15 @@ class Resampler:
         end = (last * up + up - 1) // down  # last output index whose newest input is available
         count = max(0, end - self._next_out + 1)
         if count and up == 1:
-            # Integer decimation (48->24, 24->8 kHz): one valid convolution, every `down`-th output.
+            # Integer decimation (48->24, 24->8 kHz), polyphase: only the outputs kept are computed, as `down`
+            # short convolutions of every down-th input with every down-th tap (a full-rate convolution that
+            # drops all but every down-th output costs `down` times as much: measured 40 -> 14 us a 20 ms frame)
             start = self._next_out * down - base - (self._taps - 1)
-            conv = np.convolve(buf, self._bank[0], mode="valid")
-            y = conv[start : start + count * down : down]
+            y = np.zeros(count)
+            for p, taps in enumerate(self._phases):
+                q = taps.size - 1
+                at = start + self._taps - 1 - p - down * q
+                y += np.convolve(buf[at : at + down * (count + q) : down], taps, mode="valid")
             self._next_out += count
         elif count:
             t = (self._next_out + np.arange(count, dtype=np.int64)) * down

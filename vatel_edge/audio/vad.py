@@ -12,19 +12,30 @@ needs `wake.min_speech_ms` of voiced audio within a sliding `wake.window_ms`.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
 
-from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, level_dbfs
+from vatel_edge.audio.format import SILENCE_DBFS, VATEL_FORMAT, AudioFormat, level_dbfs
 from vatel_edge.audio.resample import Resampler
 from vatel_edge.config import WakeConfig
 
 VAD_RATE = 8_000
 VAD_FORMAT = AudioFormat(rate=VAD_RATE)
+_FULL_SCALE = 32768.0
+
+
+def _powers(x: npt.NDArray[np.int16], rows: int) -> npt.NDArray[np.float64]:
+    """Mean square of each of `rows` equal consecutive parts of `x`."""
+    m = x.reshape(rows, -1).astype(np.float64)
+    power: npt.NDArray[np.float64] = np.einsum("ij,ij->i", m, m) / m.shape[1]
+    return power
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,6 @@ class VadResult:
     """The decision for one capture frame."""
 
     voiced: bool  # at least one VAD frame inside it was speech (and passed the energy gate)
-    level_dbfs: float  # level of the capture frame
     triggered: bool  # the min_speech_ms-within-window_ms rule fired at this frame
 
 
@@ -72,6 +82,9 @@ class VoiceDetector:
         window_frames = max(1, params.window_ms // params.frame_ms)
         self._window: deque[bool] = deque(maxlen=window_frames)
         self._needed = max(1, math.ceil(params.min_speech_ms / params.frame_ms))
+        # the energy gate as a power: level_dbfs(chunk) >= min_level_dbfs (level_dbfs floors at SILENCE_DBFS)
+        gate_rms = _FULL_SCALE * 10 ** (params.min_level_dbfs / 20)
+        self._gate_power = -1.0 if params.min_level_dbfs <= SILENCE_DBFS else gate_rms * gate_rms
 
     def reset(self) -> None:
         """Forget the window (after a session), so old speech cannot trigger a new wake."""
@@ -80,27 +93,41 @@ class VoiceDetector:
 
     def process(self, pcm: bytes) -> VadResult:
         """Run the detector over one capture frame."""
-        samples = np.frombuffer(pcm, dtype="<i2")
-        frame_level = level_dbfs(samples)
+        return self.process_batch([pcm])[0]
+
+    def process_batch(self, pcms: list[bytes]) -> list[VadResult]:
+        """Run the detector over consecutive capture frames at once: the same decisions as `process` on each
+        in turn (each VAD frame counts in the capture frame its last sample came in), with one resampler call
+        and one energy-gate computation for the whole batch. The listening thread hands over a drain of
+        several frames at a time, and right after its sleep each numpy call costs several times its hot-loop
+        time (measured: docs/PERFORMANCE.md, listening CPU), so fewer calls per wake-up is what saves CPU."""
+        if not pcms:
+            return []
+        lengths = [len(p) // 2 for p in pcms]
+        samples = np.frombuffer(b"".join(pcms), dtype="<i2")
+        counts = self._resampler.output_counts(lengths)
         down = self._resampler.process(samples)
         buf = np.concatenate((self._pending, down)) if self._pending.size else down
-        voiced_any = False
-        triggered = False
         n = self._frame_samples
-        usable = (buf.size // n) * n
-        for start in range(0, usable, n):
-            chunk = buf[start : start + n]
-            voiced = level_dbfs(chunk) >= self._min_level and self._vad.is_speech(
-                chunk.astype("<i2").tobytes(), VAD_RATE
-            )
-            self._window.append(voiced)
-            voiced_any = voiced_any or voiced
-            if voiced and sum(self._window) >= self._needed:
-                triggered = True
-        self._pending = buf[usable:].copy()
-        return VadResult(voiced=voiced_any, level_dbfs=frame_level, triggered=triggered)
+        chunks = buf.size // n
+        voiced = [False] * len(pcms)
+        triggered = [False] * len(pcms)
+        if chunks:
+            gated = _powers(buf[: chunks * n], chunks) >= self._gate_power if self._gate_power >= 0 else None
+            raw = buf[: chunks * n].astype("<i2").tobytes()
+            ends = list(itertools.accumulate(counts, initial=self._pending.size))[1:]  # each frame's end in buf
+            for j in range(chunks):
+                loud = gated is None or bool(gated[j])
+                v = loud and self._vad.is_speech(raw[2 * n * j : 2 * n * (j + 1)], VAD_RATE)
+                self._window.append(v)
+                if v:
+                    i = bisect.bisect_left(ends, n * (j + 1))  # the frame this VAD frame's last sample came in
+                    voiced[i] = True
+                    if sum(self._window) >= self._needed:
+                        triggered[i] = True
+        self._pending = buf[chunks * n :].copy()
+        return [VadResult(voiced=voiced[i], triggered=triggered[i]) for i in range(len(pcms))]
 
     def __call__(self, pcm: bytes) -> tuple[bool, float]:
         """(voiced, level_dbfs): the shape `vatel-edge mic-test` wants."""
-        r = self.process(pcm)
-        return r.voiced, r.level_dbfs
+        return self.process(pcm).voiced, level_dbfs(pcm)

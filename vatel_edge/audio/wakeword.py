@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, level_dbfs
 from vatel_edge.audio.vad import VadParams, VoiceDetector
 from vatel_edge.config import Config, WakeConfig
 from vatel_edge.errors import ConfigError
@@ -402,7 +402,7 @@ class GatedWakeWord:
     def process(self, pcm: bytes) -> tuple[bool, float, WakeWordResult]:
         """(voiced, level dBFS, the detector's result) for one capture frame."""
         r = self.vad.process(pcm)
-        return r.voiced, r.level_dbfs, self.detector.process(pcm, r.voiced)
+        return r.voiced, level_dbfs(pcm), self.detector.process(pcm, r.voiced)
 
 
 @dataclass(frozen=True)
