@@ -57,7 +57,7 @@ TITLES = {  # for figures a failed phase could not produce
     "listening_cpu": ("Listening CPU", "%core", "arecord"),
     "listening_path": ("Listening path in process", "us/frame", "webrtcvad alone"),
     "session_cpu_aec_off": ("Session CPU, AEC off", "%core", "bare websockets client"),
-    "session_cpu_aec_on": ("Session CPU, AEC webrtc", "%core", "bare websockets client"),
+    "session_cpu_aec_on": ("Session CPU, AEC webrtc", "%core", "bare websockets client + the WebRTC canceller alone"),
     "wake_latency_warm": ("Wake latency, warm token", "ms", "bare client"),
     "wake_latency_cold": ("Wake latency, cold token", "ms", "bare client"),
     "barge_in": ("Barge-in", "ms", "bare ALSA writer"),

@@ -1,11 +1,15 @@
 """The network floor: a bare websockets client doing what the daemon does on the wire, and nothing else.
 
 Run as a subprocess by the benchmarks (its CPU is read from /proc like the daemon's); it imports only
-websockets, httpx and the standard library, never vatel_edge. Secrets come from the environment:
+websockets, httpx and the standard library (with --aec also numpy and pywebrtc_audio), never vatel_edge.
+Secrets come from the environment:
 BENCH_WS_BASE (ws://host:port), BENCH_TOKEN (a session token), or for --fetch-token BENCH_BASE_URL,
 BENCH_API_KEY and BENCH_AGENT_ID.
 
     stream  --frame-ms 20 --seconds 30     input_audio every frame_ms, in real time; decode every reply
+            [--aec]                        ...and run the WebRTC canceller (pywebrtc-audio, as the daemon
+                                           configures it) on each frame first, with the agent audio received
+                                           as its reference: the canceller alone, no daemon around it
     connect [--fetch-token] [--repeat 2]   print the start times of: (token POST,) connect, send one
                                            input_audio frame; the simulator stamps its arrival
 """
@@ -58,9 +62,37 @@ def url(token: str) -> str:
     return f"{os.environ['BENCH_WS_BASE'].rstrip('/')}/v1/connection?token={quote(token, safe='')}"
 
 
-async def stream(frame_ms: int, seconds: float) -> int:
+class _Canceller:
+    """The WebRTC canceller on a room-noise microphone (-50 dBFS, as the bench feeds the daemons), with the
+    agent audio received as the reference, frame by frame."""
+
+    def __init__(self, frame_ms: int) -> None:
+        import numpy as np  # only with --aec
+        import pywebrtc_audio
+
+        self._np = np
+        self._apm = pywebrtc_audio.AudioProcessor(sample_rate=RATE, num_channels=1, echo_cancellation=True)
+        self._n = frame_bytes(frame_ms) // WIDTH
+        self._mic = (np.random.default_rng(7).normal(0.0, 104.0, RATE * 10)).astype("<i2")
+        self._at = 0
+        self.far = bytearray()
+
+    def next_frame(self) -> bytes:
+        np, n = self._np, self._n
+        if self._at + n > self._mic.size:
+            self._at = 0
+        near = self._mic[self._at : self._at + n]
+        self._at += n
+        ref = bytes(self.far[: 2 * n])
+        del self.far[: 2 * n]
+        far = np.frombuffer(ref + bytes(2 * n - len(ref)), dtype="<i2")
+        return bytes(np.asarray(self._apm.process(near, far), dtype="<i2").tobytes())
+
+
+async def stream(frame_ms: int, seconds: float, aec: bool = False) -> int:
     """Send input_audio in real time and decode everything received, for `seconds`."""
     pcm = bytes(frame_bytes(frame_ms))
+    canceller = _Canceller(frame_ms) if aec else None
     received = 0
 
     async with websockets.connect(url(os.environ["BENCH_TOKEN"]), max_size=2**20) as ws:
@@ -70,14 +102,17 @@ async def stream(frame_ms: int, seconds: float) -> int:
             async for raw in ws:
                 msg = json.loads(raw)
                 if msg.get("type") == "response_audio":
-                    received += len(base64.b64decode(msg["data"]["audio"]))
+                    audio = base64.b64decode(msg["data"]["audio"])
+                    received += len(audio)
+                    if canceller is not None:
+                        canceller.far += audio
 
         receiver = asyncio.create_task(receive())
         start = time.monotonic()
         n = 0
         try:
             while time.monotonic() - start < seconds and not receiver.done():
-                await ws.send(input_audio(pcm))
+                await ws.send(input_audio(pcm if canceller is None else canceller.next_frame()))
                 n += 1
                 await asyncio.sleep(max(0.0, start + n * frame_ms / 1000 - time.monotonic()))
         finally:
@@ -109,12 +144,13 @@ def main() -> int:
     p = sub.add_parser("stream")
     p.add_argument("--frame-ms", type=int, default=20)
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--aec", action="store_true")
     p = sub.add_parser("connect")
     p.add_argument("--fetch-token", action="store_true")
     p.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     if args.mode == "stream":
-        return asyncio.run(stream(args.frame_ms, args.seconds))
+        return asyncio.run(stream(args.frame_ms, args.seconds, args.aec))
     return asyncio.run(connect_once(args.fetch_token, args.repeat))
 
 
