@@ -2,10 +2,13 @@
 
 webrtcvad accepts 8/16/32/48 kHz only, so 24 kHz capture frames are decimated by 3 to 8 kHz with an
 anti-aliasing filter first: webrtcvad analyses every rate at 8 kHz internally, so nothing is lost, and
-an integer decimation is the cheapest filter (this runs on every frame, all day). soxr was measured as the
-alternative (bench note in docs/PERFORMANCE.md): ~5 us per 20 ms frame against ~25 us here, but it streams in
-bursts (HQ/MQ: ~500 samples every 3rd-4th frame, LQ every 2nd; only the cubic QQ streams evenly, without the
-anti-aliasing), which would move every VAD decision, the speech onset and the wake 40-60 ms later. webrtcvad calls loud
+an integer decimation is the cheapest filter (this runs on every frame, all day); it is polyphase (only
+the kept outputs are computed). soxr was measured as the alternative (bench note in docs/PERFORMANCE.md):
+~5 us per 20 ms frame against ~15-25 us here, but it streams in bursts (HQ/MQ: ~500 samples every 3rd-4th
+frame, LQ every 2nd; only the cubic QQ streams evenly, without the anti-aliasing), which would move every
+VAD decision, the speech onset and the wake 40-60 ms later. `process_batch` decides several capture
+frames in one call with the same decisions as frame by frame: the listening thread hands over a drain of
+the device at a time, and fewer numpy calls per wake-up is what saves CPU there. webrtcvad calls loud
 stationary noise speech, so an energy gate (`wake.min_level_dbfs`) vetoes quiet frames, and a wake
 needs `wake.min_speech_ms` of voiced audio within a sliding `wake.window_ms`.
 """
