@@ -5,8 +5,9 @@ source (the mic null sink fed with room noise) during the same window; CPU is ut
 /proc/PID/stat between two reads after READY=1 and a settle time. The energy gate is opened
 (min_level_dbfs = -96) so webrtcvad runs on every frame: the cost of a noisy room, the worst case.
 
-Figure 2: capture framing -> VoiceDetector (24 -> 8 kHz decimation, energy gate, webrtcvad, the
-min_speech window) -> pre-roll, in process, next to webrtcvad alone on the same 8 kHz frames.
+Figure 2: the capture thread's listening drain (LISTEN_BATCH_S of periods cut into frames) -> the microphone
+path in one call (VoiceDetector.process_batch: 24 -> 8 kHz decimation, energy gate, webrtcvad, the min_speech
+window; the pre-roll ring), in process, next to webrtcvad alone on the same 8 kHz frames.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import webrtcvad
 from bench.measure import Figure, cpu_seconds
 from bench.rig import FMT, DaemonProc, Rig, kill, pink_noise, start_arecord
 from vatel_edge.audio.capture import CAPTURE_PERIODS, Capture, CaptureFrame
-from vatel_edge.audio.mic import MicPath
+from vatel_edge.audio.mic import LISTEN_BATCH_S, MicPath
 from vatel_edge.audio.playback import Player
-from vatel_edge.audio.resample import Resampler, to_mono
+from vatel_edge.audio.resample import Resampler
 from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VadParams, VoiceDetector
 from vatel_edge.config import AudioConfig, WakeConfig
 from vatel_edge.devkit.fixtures import deep_merge, lab_config, shipped_speech
@@ -169,23 +170,18 @@ def listening_path(seconds: float, repeat: int) -> Figure:
     mic.listen()
 
     def path() -> None:
-        # The capture thread's framing (device reads -> mono -> 24 kHz -> frame_ms frames), then the
-        # microphone path's listening route: the pre-roll ring and VoiceDetector (24 -> 8 kHz, webrtcvad).
-        resampler = Resampler(FMT.rate, FMT.rate)
-        frame_samples = FMT.samples(frame_ms)
-        pending = b""
-        out = np.zeros(0, dtype=np.int16)
+        # The capture thread while listening (audio/capture.py): one drain of LISTEN_BATCH_S worth of device
+        # reads, joined and cut into frame_ms frames (a 24 kHz mono device: straight from the bytes), handed to
+        # the microphone path's listening route in one call: the pre-roll ring and VoiceDetector.process_batch.
+        per_drain = max(1, round(LISTEN_BATCH_S * 1000 / frame_ms))
         seq = 0
-        for data in reads:
-            pending += data
-            usable = len(pending) - len(pending) % FMT.bytes_per_frame
-            raw = np.frombuffer(pending[:usable], dtype="<i2")
-            pending = pending[usable:]
-            out = np.concatenate([out, resampler.process(to_mono(raw, 1, 0))])
-            while len(out) >= frame_samples:
-                mic.push(CaptureFrame(out[:frame_samples].astype("<i2").tobytes(), time.monotonic(), seq))
-                out = out[frame_samples:]
-                seq += 1
+        for i in range(0, len(reads), per_drain):
+            block = b"".join(reads[i : i + per_drain])
+            t = time.monotonic()
+            cuts = range(0, len(block), period)
+            frames = [CaptureFrame(block[k : k + period], t, seq + j) for j, k in enumerate(cuts)]
+            seq += len(frames)
+            mic.push_batch(frames)
 
     down = Resampler(FMT.rate, VAD_RATE).process(np.frombuffer(source, dtype="<i2"))
     n = VAD_FORMAT.samples(wake.vad_frame_ms)
