@@ -58,8 +58,9 @@ async def listening_cost(rig: Rig, window_s: float) -> tuple[list[Figure], list[
 
     Two windows of `window_s / 2`, the daemons started in one order and then in the reverse order (arecord
     last both times), each figure summed over both: a PulseAudio client started later costs more in its
-    pulse thread (measured: the same daemon 0.45 % vs 0.77 % of a core started first vs second), which had
-    made the last-started variant (echo_cancel auto) look ~0.7 % of a core dearer than it is."""
+    pulse thread (measured with two daemons started in either order: 0.45-0.50 % of a core in that thread for
+    the first, 0.77-0.92 % for the second), which had made the last-started variant (echo_cancel auto) look
+    ~0.8 % of a core dearer than it is."""
     variants = {f"vad{ms}": ({"vad_frame_ms": ms, "min_level_dbfs": -96.0}, "off") for ms in VAD_FRAMES}
     variants["aec_auto"] = ({"min_level_dbfs": -96.0}, "auto")
     used = {name: 0.0 for name in variants}
