@@ -152,7 +152,13 @@ class Capture(DeviceWorker):
         last_data = time.monotonic()
         drained: list[bytes] = []
         while not self._stop.is_set():
-            data = pcm.read()
+            failure: AudioDeviceError | None = None
+            try:
+                data = pcm.read()
+            except AudioDeviceError as exc:
+                if not drained:
+                    raise
+                failure, data = exc, b""  # the device failed mid-drain: deliver what it gave first
             if data is None:
                 self._stats["overruns"] += 1
                 if log.isEnabledFor(logging.DEBUG):
@@ -183,6 +189,8 @@ class Capture(DeviceWorker):
                 if pcms and not self._emit(pcms, seq):
                     return seq + len(pcms)
                 seq += len(pcms)
+            if failure is not None:
+                raise failure
             if not data:
                 if now - last_data > STALL_S:
                     raise AudioDeviceError(f"no audio from {pcm.negotiated.device!r} for {STALL_S:.0f} s")
