@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, power_of_dbfs
 from vatel_edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -471,10 +471,10 @@ _CONTIGUOUS_SLACK = 2
 _CAUSAL_MARGIN_S = 0.005
 """A self-aligning engine is left alone while the echo lags its reference by at least this much."""
 
-_ACTIVE_ENERGY = (32768.0 * 10 ** (-55 / 20)) ** 2
+_ACTIVE_ENERGY = power_of_dbfs(-55)
 """Mean square of a block louder than -55 dBFS: the reference counts as playing."""
 
-_FLOOR_ENERGY = (32768.0 * 10 ** (-70 / 20)) ** 2
+_FLOOR_ENERGY = power_of_dbfs(-70)
 
 
 def _log_energy(energy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

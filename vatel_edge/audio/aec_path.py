@@ -23,7 +23,7 @@ import numpy as np
 
 from vatel_edge.audio.aec import EchoCanceller, EchoReference, make_echo_canceller, measure_latency, resolve_engine
 from vatel_edge.audio.capture import CaptureFrame
-from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
+from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, power_of_dbfs
 from vatel_edge.config import AudioConfig, Config
 from vatel_edge.errors import ConfigError
 
@@ -84,8 +84,8 @@ SELF_ALIGNING_S: dict[str, float] = {"webrtc": 0.25}
 """Engines that find the echo delay themselves, and the echo lag (s) they cover: the reference is moved under
 them only outside it (moving it re-costs AEC3 ~3 s of convergence, measured in the PulseAudio room)."""
 
-_TALKING_POWER = (32768.0 * 10 ** (TALKING_DBFS / 20)) ** 2
-_QUIET_POWER = (32768.0 * 10 ** (QUIET_DBFS / 20)) ** 2
+_TALKING_POWER = power_of_dbfs(TALKING_DBFS)
+_QUIET_POWER = power_of_dbfs(QUIET_DBFS)
 _ERLE_SMOOTHING = 0.02  # per far-end-active frame: ~1 s memory at 20 ms frames
 
 

@@ -45,6 +45,11 @@ SILENCE_DBFS = -96.0  # the floor: digital silence and anything quieter
 _FULL_SCALE = 32768.0
 
 
+def power_of_dbfs(dbfs: float) -> float:
+    """Mean square of PCM16 samples whose RMS level is `dbfs` (for comparing powers with a level)."""
+    return (_FULL_SCALE * 10 ** (dbfs / 20)) ** 2
+
+
 def level_dbfs(pcm: bytes | npt.NDArray[np.int16]) -> float:
     """RMS level of PCM16 samples (bytes or int16 array) in dBFS, never below SILENCE_DBFS."""
     x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2") if isinstance(pcm, bytes) else pcm

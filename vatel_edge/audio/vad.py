@@ -25,13 +25,12 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from vatel_edge.audio.format import SILENCE_DBFS, VATEL_FORMAT, AudioFormat, level_dbfs
+from vatel_edge.audio.format import SILENCE_DBFS, VATEL_FORMAT, AudioFormat, level_dbfs, power_of_dbfs
 from vatel_edge.audio.resample import Resampler
 from vatel_edge.config import WakeConfig
 
 VAD_RATE = 8_000
 VAD_FORMAT = AudioFormat(rate=VAD_RATE)
-_FULL_SCALE = 32768.0
 
 
 def _powers(x: npt.NDArray[np.int16], rows: int) -> npt.NDArray[np.float64]:
@@ -86,8 +85,7 @@ class VoiceDetector:
         self._window: deque[bool] = deque(maxlen=window_frames)
         self._needed = max(1, math.ceil(params.min_speech_ms / params.frame_ms))
         # the energy gate as a power: level_dbfs(chunk) >= min_level_dbfs (level_dbfs floors at SILENCE_DBFS)
-        gate_rms = _FULL_SCALE * 10 ** (params.min_level_dbfs / 20)
-        self._gate_power = -1.0 if params.min_level_dbfs <= SILENCE_DBFS else gate_rms * gate_rms
+        self._gate_power = -1.0 if params.min_level_dbfs <= SILENCE_DBFS else power_of_dbfs(params.min_level_dbfs)
 
     def reset(self) -> None:
         """Forget the window (after a session), so old speech cannot trigger a new wake."""

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from vatel_edge.audio.format import VATEL_FORMAT
+from vatel_edge.audio.format import VATEL_FORMAT, power_of_dbfs
 from vatel_edge.audio.resample import Resampler
 from vatel_edge.config import config_from_dict
 from vatel_edge.daemon import Daemon, running
@@ -242,7 +242,7 @@ def vad_frames(x24: Pcm, *, aggressiveness: int = 2, frame_ms: int = 30,
     vad = webrtcvad.Vad(aggressiveness)
     x = Resampler(FMT.rate, 16_000).process(x24.astype(np.int16))
     n = 16 * frame_ms
-    gate = None if min_level_dbfs is None else (32768.0 * 10 ** (min_level_dbfs / 20)) ** 2
+    gate = None if min_level_dbfs is None else power_of_dbfs(min_level_dbfs)
     flags = []
     for i in range(x.size // n):
         chunk = x[i * n : (i + 1) * n]
