@@ -107,8 +107,11 @@ async def test_room_session_is_the_microphone_at_one_lag_outside_the_canceller_a
     assert "barge_in" in [k for k, _ in t.rec.events]
     assert len(t.engine) >= 3, f"expected three agent turns in the room, found {len(t.engine)}"
     n = FMT.samples(20)
+    stretches = [(round(a / FMT.rate, 2), round(b / FMT.rate, 2)) for a, b in t.engine]
     assert t.bad.size == 0, (f"{t.bad.size} of {t.outside.size} blocks outside the canceller differ from the mic "
-                             f"at the session's lag: first at {t.bad[:5] * n / FMT.rate} s")
+                             f"at the session's lag: first at {t.bad[:5] * n / FMT.rate} s; "
+                             f"the canceller's stretches (s): {stretches}")
+    print(f"exact blocks before, between and after the canceller's stretches: {t.exact_between}")
     assert min(t.exact_between) >= 5, f"too little exact audio before, between or after the turns: {t.exact_between}"
     ok = sum(c >= 0.5 for c in t.corr)
     print(f"stream: lag {t.lag} samples, {t.outside.size} blocks outside the canceller all exact; "
