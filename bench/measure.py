@@ -21,6 +21,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 FIGURE_KEYS: tuple[str, ...] = (
     "listening_cpu",
     "listening_path",
+    "echo_path_frame",
     "session_cpu_aec_off",
     "session_cpu_aec_on",
     "wake_latency_warm",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.echo_frame import echo_path_frame
 from bench.latency import latency
 from bench.listening import listening_cost, listening_path, stage_costs
 from bench.measure import FIGURE_KEYS, Figure, document, machine, markdown_table, median, missing, rounded
@@ -56,6 +57,7 @@ QUICK = Settings(listen_window_s=5.0, session_window_s=3.0, warm=1, cold=1, path
 TITLES = {  # for figures a failed phase could not produce
     "listening_cpu": ("Listening CPU", "%core", "arecord"),
     "listening_path": ("Listening path in process", "us/frame", "webrtcvad alone"),
+    "echo_path_frame": ("Echo path per session frame, in process", "us/frame", "the WebRTC canceller alone"),
     "session_cpu_aec_off": ("Session CPU, AEC off", "%core", "bare websockets client"),
     "session_cpu_aec_on": ("Session CPU, AEC webrtc", "%core", "bare websockets client + the WebRTC canceller alone"),
     "wake_latency_warm": ("Wake latency, warm token", "ms", "bare client"),
@@ -114,6 +116,11 @@ async def run_all(settings: Settings, workdir: Path | None) -> tuple[list[Figure
         return [fig]
 
     await _phase("listening path (in process)", figures, errors, ("listening_path",), path)
+
+    async def echo_frame() -> list[Figure]:
+        return [echo_path_frame(25 * round(settings.path_seconds * 2), min(3, settings.path_repeat))]
+
+    await _phase("echo path per frame (in process)", figures, errors, ("echo_path_frame",), echo_frame)
     with Rig(workdir) as rig:
         extra["workdir"] = str(rig.workdir)
 

@@ -196,6 +196,35 @@ def test_mic_envelope_is_continuous_across_frames_not_on_block_boundaries() -> N
     assert ref.estimated_delay_s is not None and abs(ref.estimated_delay_s - 0.08) < 0.03
 
 
+def test_mic_envelope_kept_per_update_is_the_envelope_of_the_samples_at_their_positions() -> None:
+    """The mic envelope is computed once per update from the frames kept since (not frame by frame): with
+    frames that straddle the 2.5 ms blocks and a 100 ms gap, every whole block holds the log energy of exactly
+    the mic samples at its position, and the blocks of the gap none."""
+    ref = EchoReference(FMT)
+    t0 = 50.0
+    ref.push(bytes(NBYTES), t0, 0.0)  # starts the timeline at t0 (index 0)
+    rng = np.random.default_rng(9)
+    mic = (rng.normal(0, 2000, FMT.rate * 3) * np.repeat(rng.random(30) * 2, FMT.rate // 10)).astype("<i2")
+    starts = [7 + k * N for k in range(40)] + [7 + k * N for k in range(45, 120)]
+    seen = np.zeros(mic.size, dtype=bool)
+    for a in starts:
+        ref.frame_for(t0 + (a + N) / FMT.rate, 0.0, NBYTES, mic=mic[a : a + N].tobytes())
+        seen[a : a + N] = True
+    ref._absorb()  # the frames kept since the last update
+    b = ref._block
+    counted = {"whole": 0, "gap": 0}
+    for k in range((starts[-1] + N) // b):
+        env = ref._mic_env[k % ref._mic_cap]
+        block = mic[k * b : (k + 1) * b].astype(np.float64)
+        if seen[k * b : (k + 1) * b].all():
+            assert env == pytest.approx(float(np.log10(np.mean(block**2) + aec._FLOOR_ENERGY)), rel=1e-12), k
+            counted["whole"] += 1
+        elif not seen[k * b : (k + 1) * b].any() and k * b > starts[0]:
+            assert np.isnan(env), k
+            counted["gap"] += 1
+    assert counted["whole"] > 900 and counted["gap"] >= 39, counted
+
+
 def test_check_duplex_refuses_local_barge_in_without_a_canceller() -> None:
     """session.barge_in local/both with echo_cancel off is a ConfigError naming session.barge_in."""
     for mode in ("local", "both"):

@@ -231,16 +231,19 @@ class EchoPath:
             self._tail = frame.pcm[len(frame.pcm) - len(self._tail) :]
         self._engine_ran = True
         self.stats["cancelled"] += 1
-        if far:
-            self._far_s += self._frame_s
-            r = np.frombuffer(ref, dtype="<i2").astype(np.float64)
-            if float(np.dot(r, r)) / r.size >= _TALKING_POWER:
-                if self._last_talking is None or frame.t - self._last_talking > ECHO_GAP_S:
-                    self._talk_since = frame.t
-                self._last_talking = frame.t
-                self._track_erle(frame.pcm, out)
-        if not self._converged:
-            self._watch_quiet(frame.t, out)
+        if far or not self._converged:
+            # the mean powers of the three signals in one pass (per-frame numpy calls are what costs here)
+            x = np.frombuffer(frame.pcm + out + ref, dtype="<i2").astype(np.float64).reshape(3, -1)
+            p_mic, p_out, p_ref = (float(v) for v in np.einsum("ij,ij->i", x, x) / x.shape[1])
+            if far:
+                self._far_s += self._frame_s
+                if p_ref >= _TALKING_POWER:
+                    if self._last_talking is None or frame.t - self._last_talking > ECHO_GAP_S:
+                        self._talk_since = frame.t
+                    self._last_talking = frame.t
+                    self._track_erle(p_mic, p_out)
+            if not self._converged:
+                self._watch_quiet(frame.t, p_out)
         self._recent_out.append(out)
         self._recent_ref.append(ref)
         return CaptureFrame(out, frame.t, frame.seq)
@@ -274,15 +277,15 @@ class EchoPath:
             return 0.0
         return float(np.max(np.abs(c[ok]) / norms[ok]))
 
-    def _watch_quiet(self, t: float, out: bytes) -> None:
-        """The QUIET_RUN_S rule: count the unbroken run of quiet residual frames late in agent speech."""
+    def _watch_quiet(self, t: float, p_out: float) -> None:
+        """The QUIET_RUN_S rule: count the unbroken run of quiet residual frames late in agent speech
+        (`p_out`: the output frame's mean power)."""
         if self._last_talking is None or t - self._last_talking > ECHO_GAP_S:
             self._quiet_run_s = 0.0
             return
         if t - self._talk_since < ECHO_LEAD_S:
             return
-        o = np.frombuffer(out, dtype="<i2").astype(np.float64)
-        if float(np.dot(o, o)) / o.size >= _QUIET_POWER:
+        if p_out >= _QUIET_POWER:
             self._quiet_run_s = 0.0
             return
         self._quiet_run_s += self._frame_s
@@ -306,12 +309,11 @@ class EchoPath:
         self._recent_ref.append(self._silence)
         return frame
 
-    def _track_erle(self, mic: bytes, out: bytes) -> None:
-        m = np.frombuffer(mic, dtype="<i2").astype(np.float64)
-        o = np.frombuffer(out, dtype="<i2").astype(np.float64)
+    def _track_erle(self, p_mic: float, p_out: float) -> None:
+        """Smooth the mic and output frame powers (mean square) into the echo reduction figure."""
         a = _ERLE_SMOOTHING
-        self._mic_power += a * (float(np.dot(m, m)) / m.size - self._mic_power)
-        self._out_power += a * (float(np.dot(o, o)) / o.size + 1.0 - self._out_power)  # +1: digital silence
+        self._mic_power += a * (p_mic - self._mic_power)
+        self._out_power += a * (p_out + 1.0 - self._out_power)  # +1: digital silence
         erle = self.erle_db
         if self._converged:
             self._watch_collapse(erle)
