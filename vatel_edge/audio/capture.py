@@ -9,10 +9,9 @@ without one, frames are handed to the event loop for `read()`. Overflow policy o
 `seq`), counted in stats["dropped"], and logged once per burst. A device that fails to open or vanishes is
 reopened with backoff; `read()` just waits meanwhile (logged once when lost, once when back).
 
-Batching (`batch_s`, set by the microphone path: longer while listening, shorter in a session): the thread
-drains every period the device holds and then sleeps `batch_s`, instead of waking once per period; the
-device buffer (CAPTURE_PERIODS periods) holds more than that, so nothing is lost and the frames stay
-contiguous. The frames of one drain are stamped a frame apart, the newest at the time of the drain.
+Batching (`batch_s`): while the sink says nothing is urgent (listening), the thread drains every period the
+device holds and then sleeps `batch_s`, instead of waking once per period; the device buffer
+(CAPTURE_PERIODS periods) holds more than that, so nothing is lost and the frames stay contiguous.
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ class Capture(DeviceWorker):
         super().__init__(retry_base_s=retry_base_s, retry_max_s=retry_max_s)
         self._cfg = cfg
         self._frame_samples = VATEL_FORMAT.samples(cfg.frame_ms)
-        self._frame_s = cfg.frame_ms / 1000.0
         self._frame_bytes = VATEL_FORMAT.nbytes(cfg.frame_ms)
         self._buffer: collections.deque[CaptureFrame] = collections.deque()
         self._ready: asyncio.Event | None = None
@@ -205,9 +203,7 @@ class Capture(DeviceWorker):
     def _emit(self, pcms: list[bytes], seq: int) -> bool:
         """Frames `seq`... to the sink (one call) or the event loop; False once the loop is closed."""
         t = time.monotonic()
-        # the newest frame was completed about now, the ones before it a frame apart (the drain read them late)
-        last = len(pcms) - 1
-        frames = [CaptureFrame(p, t - (last - k) * self._frame_s, seq + k) for k, p in enumerate(pcms)]
+        frames = [CaptureFrame(p, t, seq + k) for k, p in enumerate(pcms)]
         self._stats["frames"] += len(frames)
         self.last_frame_at = t
         if self._sink is not None:
