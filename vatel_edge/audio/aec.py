@@ -414,7 +414,8 @@ class EchoReference:
         """Keep the mic frame; every `update_s` store the envelope of the frames kept and return what the delay
         search needs (lock held). The envelope is computed once per update, not per frame: in the capture
         thread each numpy call right after a wake-up costs several times its arithmetic, and per frame this
-        took ~170 us of the echo path's ~240 us (bench/aec.py). A run of exactly contiguous frames is one
+        took ~170 us of the echo path's ~240 us of its own (thread time around each call; the path as a whole:
+        bench/echo_frame.py). A run of exactly contiguous frames is one
         array; a frame that starts elsewhere ends the run first, so the envelope is the same as frame by
         frame."""
         n = len(mic) // 2
