@@ -45,9 +45,10 @@ def mqtt_section(broker: Broker, tmp_path: Path, *, tls: bool = True, password: 
 
 
 @asynccontextmanager
-async def bridged(sim: Simulator, broker: Broker, tmp_path: Path, **mqtt: Any) -> AsyncIterator[Daemon]:
+async def bridged(sim: Simulator, broker: Broker, tmp_path: Path, *, session: dict[str, Any] | None = None,
+                  **mqtt: Any) -> AsyncIterator[Daemon]:
     cfg = daemon_config(tmp_path, sim.base_url, sim.agent_id, wake={"mode": "manual", "cooldown_ms": 0},
-                        mqtt=mqtt_section(broker, tmp_path, **mqtt))
+                        mqtt=mqtt_section(broker, tmp_path, **mqtt), **({"session": session} if session else {}))
     async with live_daemon(cfg, sim.api_key) as daemon:
         yield daemon
 
@@ -179,7 +180,10 @@ async def test_broker_restart_mid_session_leaves_the_session_alone_and_everythin
     async def hold(s: SimSession) -> None:
         await s.wait_closed(timeout=60)
 
-    async with Simulator(script=hold) as sim, bridged(sim, broker, tmp_path) as daemon:
+    # The mic hears silence: the session must outlive the broker's absence and the bridge's reconnect
+    # backoff (several seconds on a loaded machine), so its idle timeout is not the daemon_config's 10 s.
+    async with Simulator(script=hold) as sim, bridged(sim, broker, tmp_path,
+                                                      session={"idle_timeout_s": 120.0}) as daemon:
         await asyncio.to_thread(broker.wait_retained, f"{BASE}/availability", b"online")
         broker.publish(f"{BASE}/cmd/trigger", "PRESS")
         session = await sim.next_session(timeout=15)
@@ -191,6 +195,7 @@ async def test_broker_restart_mid_session_leaves_the_session_alone_and_everythin
         await asyncio.to_thread(broker.wait_retained, f"{BASE}/availability", b"online", timeout=20)
         await asyncio.to_thread(broker.wait_retained, f"homeassistant/device/{DEV}/config")
         state = json.loads(await asyncio.to_thread(broker.wait_retained, f"{BASE}/state"))
+        assert not session.closed, "the session ended while the bridge reconnected"
         assert state["state"] == "in_session" and state["session_id"] == session.id
         daemon.end_session("test")
         await daemon.wait_state(State.LISTENING, timeout=10)
