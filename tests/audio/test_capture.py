@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from tests.support.audio import counting_pcm, level_db, tone
 from tests.support.pulse import PulseServer
-from vatel_edge.audio.capture import Capture, CaptureFrame
+from vatel_edge.audio.capture import Capture, CaptureFrame, FrameClock
 from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat
 from vatel_edge.audio.resample import Resampler
 from vatel_edge.config import AudioConfig
@@ -162,3 +163,63 @@ async def test_realtime_pulse_microphone_delivers_the_fed_audio(pulse: PulseServ
     assert abs(level_db(y, 440, 24000)) < 1.0
     assert capture.stats["dropped"] == 0
     assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + 75))
+
+
+def test_frame_clock_stamps_drained_frames_at_their_end_not_when_read() -> None:
+    """Frames complete every 20 ms (a card 300 ppm slow against the clock); a drain every 40 ms, at a random
+    phase and a random extra delay, reads all complete ones. Stamped when read they would be off by up to a
+    sleep (32 ms); on the frame clock each stamp is within 3 ms of its frame's end, and never after its read."""
+    rng = np.random.default_rng(7)
+    frame_s, true_frame_s = 0.02, 0.02 * (1 + 300e-6)
+    clock = FrameClock(frame_s)
+    t, seq, errors = 100.0, 0, []
+    while seq < 3000:  # one minute of audio
+        t += 0.04 + rng.uniform(0.0, 0.012)  # the sleep, and a late wake-up now and then
+        complete = int((t - 100.0) / true_frame_s)
+        if complete > seq:
+            stamps = clock.stamps(t, seq, complete - seq)
+            assert max(stamps) <= t + 1e-9
+            assert np.allclose(np.diff(stamps), frame_s) if len(stamps) > 1 else True
+            errors += [s - (100.0 + (seq + k + 1) * true_frame_s) for k, s in enumerate(stamps)]
+            seq = complete
+    late = np.abs(errors[100:])  # after the first two seconds (the first read is as late as it came)
+    assert late.max() < 0.003, late.max()
+    clock.reset()  # a reopened stream: the next read starts a new offset
+    assert clock.stamps(t + 5.0, seq, 1) == [t + 5.0]
+
+
+async def _batches(batch_s: float, frames: int) -> list[tuple[float, list[CaptureFrame]]]:
+    """The sink calls of a real-time capture from test_mic with `batch_s`: (time of the call, its frames)."""
+    calls: list[tuple[float, list[CaptureFrame]]] = []
+    got = threading.Event()
+    capture = Capture(AudioConfig(capture_device="test_mic"))
+
+    def sink(batch: list[CaptureFrame]) -> None:
+        calls.append((time.monotonic(), batch))
+        if sum(len(c) for _, c in calls) >= frames:
+            got.set()
+
+    capture.set_sink(sink)
+    capture.batch_s = batch_s
+    async with capture:
+        assert await asyncio.to_thread(got.wait, 20)
+    return calls
+
+
+async def test_realtime_batched_stamps_are_a_frame_apart_like_waking_per_period(pulse: PulseServer) -> None:
+    """Through PulseAudio (real time), draining every 40 ms or waking per 20 ms period: the frame stamps
+    advance by one frame each within 5 ms (the echo reference keeps contiguous frames back to back within that
+    deadband; measured: a step of 1-3.5 ms now and then while draining, when a read came sooner after the audio
+    than any in the window), although the reads come late by up to a sleep (stamped when read, they jitter by
+    several ms even waking per period on a loaded machine), and no stamp is after the read that delivered its
+    frame."""
+    for batch_s in (0.0, 0.04):
+        calls = await _batches(batch_s, 200)
+        frames = [f for _, c in calls for f in c][100:200]  # 2 s in: the stream's latency settled
+        assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + 100))
+        steps = np.diff([f.t for f in frames])
+        bad = [(int(i), round(float(steps[i]) * 1000, 2)) for i in np.flatnonzero(np.abs(steps - 0.02) >= 0.005)]
+        assert not bad, f"batch_s {batch_s}: steps (index, ms) off by >= 5 ms: {bad}"
+        assert min(read - c[-1].t for read, c in calls) >= 0.0, batch_s
+        if batch_s:
+            assert max(len(c) for _, c in calls) > 1

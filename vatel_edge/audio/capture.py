@@ -9,9 +9,17 @@ without one, frames are handed to the event loop for `read()`. Overflow policy o
 `seq`), counted in stats["dropped"], and logged once per burst. A device that fails to open or vanishes is
 reopened with backoff; `read()` just waits meanwhile (logged once when lost, once when back).
 
-Batching (`batch_s`): while the sink says nothing is urgent (listening), the thread drains every period the
-device holds and then sleeps `batch_s`, instead of waking once per period; the device buffer
-(CAPTURE_PERIODS periods) holds more than that, so nothing is lost and the frames stay contiguous.
+Batching (`batch_s`, set by the microphone path: longer while listening, shorter in a session): the thread
+drains every period the device holds and then sleeps `batch_s` (plus or minus up to half a period, see
+below), instead of waking once per period; the device buffer (CAPTURE_PERIODS periods) holds more than that,
+so nothing is lost and the frames stay contiguous.
+
+Timestamps (`FrameClock`): a frame's `t` is counted on the sample clock, the frame's end sample from the
+earliest-seen moment that sample's place in the stream was read. A drain reads frames up to `batch_s` after
+they were complete; stamping them when read would move them by up to a sleep from wake-up to wake-up (and
+the echo path aligns the microphone with the reference by these stamps), so the stamps are those of the
+reads that came soonest after the audio, waking per period or draining alike. The drains' phases against
+the device's periods are spread (golden-ratio steps of the sleep) so that such a read comes every few.
 """
 
 from __future__ import annotations
@@ -35,7 +43,36 @@ from vatel_edge.errors import AudioDeviceError
 log = logging.getLogger(__name__)
 
 CAPTURE_PERIODS = 12  # device buffer in periods: room for a batch_s sleep (see the module docstring)
+_GOLDEN = 0.6180339887498949  # the batching sleep's phase step (see _pump)
 STALL_S = 2.0  # no audio for this long from an open device: treat it as gone and reopen
+
+
+class FrameClock:
+    """Frame end times on the sample clock: `offset + seq_end * frame_s`, where the offset is the smallest
+    (time read - seq_end * frame_s) of the reads in the last WINDOW_S. A read is never earlier than its audio,
+    so the smallest is the read that came soonest after it; the window keeps clock drift between the sound
+    card and time.monotonic() out (it can move the offset by at most WINDOW_S times the drift)."""
+
+    WINDOW_S = 4.0
+
+    def __init__(self, frame_s: float) -> None:
+        self.frame_s = frame_s
+        self._seen: collections.deque[tuple[float, float]] = collections.deque()  # (read at, offset), rising
+
+    def reset(self) -> None:
+        """The stream restarted or lost samples (a reopen, an overrun): the old offsets no longer hold."""
+        self._seen.clear()
+
+    def stamps(self, now: float, seq: int, n: int) -> list[float]:
+        """The end times of frames seq .. seq+n-1, read (all of them) at `now`."""
+        seen, window = now - (seq + n) * self.frame_s, self._seen
+        while window and window[-1][1] >= seen:
+            window.pop()
+        window.append((now, seen))
+        while window[0][0] < now - self.WINDOW_S:
+            window.popleft()
+        offset = window[0][1]
+        return [offset + (seq + k + 1) * self.frame_s for k in range(n)]
 
 
 @dataclass(frozen=True)
@@ -43,7 +80,7 @@ class CaptureFrame:
     """One frame of microphone audio."""
 
     pcm: bytes  # PCM16 LE mono 24 kHz, exactly audio.frame_ms long
-    t: float  # time.monotonic() when the frame was complete
+    t: float  # time.monotonic() when the frame was complete (FrameClock)
     seq: int  # 0, 1, 2, ... (gaps = dropped frames)
 
 
@@ -63,6 +100,7 @@ class Capture(DeviceWorker):
         self._cfg = cfg
         self._frame_samples = VATEL_FORMAT.samples(cfg.frame_ms)
         self._frame_bytes = VATEL_FORMAT.nbytes(cfg.frame_ms)
+        self._clock = FrameClock(cfg.frame_ms / 1000.0)
         self._buffer: collections.deque[CaptureFrame] = collections.deque()
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,6 +189,8 @@ class Capture(DeviceWorker):
         period_s = pcm.negotiated.period_frames / native.rate
         last_data = time.monotonic()
         drained: list[bytes] = []
+        wakes = 0
+        self._clock.reset()  # a (re)opened device: a new stream
         while not self._stop.is_set():
             failure: AudioDeviceError | None = None
             try:
@@ -161,6 +201,7 @@ class Capture(DeviceWorker):
                 failure, data = exc, b""  # the device failed mid-drain: deliver what it gave first
             if data is None:
                 self._stats["overruns"] += 1
+                self._clock.reset()  # samples were lost: the stream's position moved
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("capture overrun (recovered)")
                 continue
@@ -194,8 +235,12 @@ class Capture(DeviceWorker):
             if not data:
                 if now - last_data > STALL_S:
                     raise AudioDeviceError(f"no audio from {pcm.negotiated.device!r} for {STALL_S:.0f} s")
-                if self.batch_s > 0:
-                    self._stop.wait(self.batch_s)  # drained: sleep a batch (stop() still ends it at once)
+                if self.batch_s > 0:  # drained: sleep a batch (stop() still ends it at once)
+                    # a sleep of exactly batch_s would read at the same phase of the device's periods for
+                    # seconds; moved by a golden-ratio step of up to +-half a period each time, the drains
+                    # come at evenly spread phases and the FrameClock sees a read right after the audio soon
+                    wakes += 1
+                    self._stop.wait(self.batch_s + ((wakes * _GOLDEN) % 1.0 - 0.5) * period_s)
                 else:
                     pcm.wait(2 * period_s, self._wake_r)
         return seq
@@ -203,7 +248,8 @@ class Capture(DeviceWorker):
     def _emit(self, pcms: list[bytes], seq: int) -> bool:
         """Frames `seq`... to the sink (one call) or the event loop; False once the loop is closed."""
         t = time.monotonic()
-        frames = [CaptureFrame(p, t, seq + k) for k, p in enumerate(pcms)]
+        stamps = self._clock.stamps(t, seq, len(pcms))
+        frames = [CaptureFrame(p, at, seq + k) for k, (p, at) in enumerate(zip(pcms, stamps, strict=True))]
         self._stats["frames"] += len(frames)
         self.last_frame_at = t
         if self._sink is not None:

@@ -81,6 +81,9 @@ class Player(DeviceWorker):
         self._interrupted: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._interrupt_pending = False
         self._overflow_burst = 0
+        # the writer found too little queued and waits for more (set with that finding, under _lock): the
+        # next chunk wakes it; while it waits for room in the device it is left alone
+        self._wants_data = True
         # writer-thread state, read (racily but harmlessly) by interrupt()/playing
         self._turn: str | None = None  # turn the writer is playing
         self._turn_written = 0  # 24 kHz samples of _turn written to the device
@@ -205,7 +208,9 @@ class Player(DeviceWorker):
             self._overflow_burst = 0
             self._queue.append(chunk)
             self._queued += samples
-        self._wake()
+            wake, self._wants_data = self._wants_data, False
+        if wake:  # a writer busy pushing into a full device does not need waking per chunk
+            self._wake()
 
     # ------------------------------------------------------------------ writer thread
 
@@ -250,6 +255,7 @@ class Player(DeviceWorker):
         with self._lock:
             if self._turn is None:
                 if not self._queue:
+                    self._wants_data = True
                     return None, b"", False
                 self._turn = self._queue[0].turn_id
                 self._turn_written = 0
@@ -271,6 +277,7 @@ class Player(DeviceWorker):
                     if done:
                         break
             self._queued -= len(out) // VATEL_FORMAT.bytes_per_frame
+            self._wants_data = not out and not done and want > 0
             return turn, bytes(out), done
 
     def _available(self, turn: str) -> tuple[int, bool]:
@@ -283,6 +290,7 @@ class Player(DeviceWorker):
                     break
                 total += len(c.pcm) // VATEL_FORMAT.bytes_per_frame
                 final = final or c.is_final
+            self._wants_data = total < self._prebuffer and not final
             return total, final
 
 
@@ -411,6 +419,7 @@ class _Writer:
         """The turn's last sample is in the device: let it play out, then stop the device cleanly."""
         with self.p._lock:
             next_queued = bool(self.p._queue)
+            self.p._wants_data = not next_queued
         if next_queued:  # the next turn or sound follows seamlessly
             self.end_turn()
             return
