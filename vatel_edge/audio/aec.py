@@ -156,7 +156,7 @@ def measure_latency(engine: EchoCanceller, frame_ms: int, fmt: AudioFormat = VAT
 # Reference alignment
 
 
-class _StreamClock:
+class StreamClock:
     """Places a continuous sample stream on the reference sample axis, absorbing timestamp jitter.
 
     Each chunk is observed at an index computed from wall-clock timestamps, which jitter by a few ms with
@@ -201,6 +201,14 @@ class _StreamClock:
 
     def clear(self) -> None:
         self.next = None
+
+
+def stream_clock(fmt: AudioFormat, tolerance_s: float = 0.03) -> StreamClock:
+    """The StreamClock of a played or captured stream at `fmt`'s rate: contiguous within `tolerance_s`, drift
+    followed past a 5 ms deadband at most a sample per _DRIFT_STEP_MS (the echo reference's, and the
+    recording's played track)."""
+    return StreamClock(fmt.samples(tolerance_s * 1000.0), deadband=fmt.samples(5.0),
+                       step_every=fmt.samples(_DRIFT_STEP_MS))
 
 
 class EchoReference:
@@ -274,10 +282,8 @@ class EchoReference:
         self._ring = np.zeros(self._cap, dtype="<i2")
         self._end = 0  # one past the newest written sample; samples at or after it are silence
         self._t0: float | None = None
-        tol = fmt.samples(tolerance_s * 1000.0)
-        step_every = fmt.samples(_DRIFT_STEP_MS)
-        self._play_clock = _StreamClock(tol, deadband=fmt.samples(5.0), step_every=step_every)
-        self._cap_clock = _StreamClock(tol, deadband=fmt.samples(5.0), step_every=step_every)
+        self._play_clock = stream_clock(fmt, tolerance_s)
+        self._cap_clock = stream_clock(fmt, tolerance_s)
         # mic envelope ring: log-energy per block, NaN where no mic was seen, indexed by absolute block
         self._mic_cap = self._window_blocks + 2 * (self._max_lag - self._min_lag) + 64
         self._mic_env = np.full(self._mic_cap, np.nan)

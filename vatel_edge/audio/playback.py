@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_S = 300.0
 INTERRUPTED_IDS_KEPT = 64
 SOUND_TURN = ""  # turn id of feedback sounds (never interrupted by barge-in)
+#: The writer takes up to this many periods of queued audio per write, and sleeps until the device has room
+#: for them: fewer wake-ups than one period at a time, and than polling the device (whose descriptors, through
+#: PulseAudio's plugin, woke the writer about twice per period).
+WRITE_PERIODS = 2
 
 
 @dataclass(frozen=True)
@@ -340,7 +344,7 @@ class _Writer:
                     self.starved_wait()
                     continue
                 self.prebuffering = False
-            turn, pcm, done = p._take(self.period)
+            turn, pcm, done = p._take(self.period * WRITE_PERIODS)
             if turn is None:
                 continue
             if not pcm and not done:
@@ -367,12 +371,16 @@ class _Writer:
     def starved_wait(self) -> None:
         """Open turn, nothing to play: keep ~2 periods of silence in the device instead of underrunning."""
         now = time.monotonic()
+        delay = self.delay_samples() if self.running else 0
         # the time check paces devices that consume instantly (file plugin) at about twice real time
-        if self.running and now >= self.next_silence_at and self.delay_samples() < 2 * self.period:
+        if self.running and now >= self.next_silence_at and delay < 2 * self.period:
             self.next_silence_at = now + self.period_s / 2
             self.write_period(None, bytes(self.period * VATEL_FORMAT.bytes_per_frame), agent=False)
             return
-        self._wait_wake(self.period_s / 2)
+        # a new chunk wakes the writer (it wants data); otherwise look again when the device is down to two
+        # periods (a stream that arrives in real time keeps the queue empty between chunks: waking every half
+        # period to find the device still full was half of the writer's wake-ups)
+        self._wait_wake(max(self.period_s / 2, (delay - 2 * self.period) / VATEL_FORMAT.rate))
 
     def write_period(self, turn: str | None, pcm: bytes, *, agent: bool) -> None:
         samples = np.frombuffer(pcm, dtype="<i2")
@@ -385,7 +393,7 @@ class _Writer:
         with self.p._lock:
             if turn is not None and turn == self.p._turn:
                 self.p._turn_written += n
-        self.p._stats["periods"] += 1
+        self.p._stats["periods"] += -(-n // self.period)  # a write carries up to WRITE_PERIODS
         self.push()
         delay = self.delay_samples()
         now = time.monotonic()
@@ -412,8 +420,16 @@ class _Writer:
             if n > 0:
                 self.pending = self.pending[n * bpf :]
                 continue
-            self.pcm.wait(self.device_period_s * 2, self.p._wake_r)
-            self.p._drain_wake()
+            self._wait_room(len(self.pending) // bpf)
+
+    def _wait_room(self, frames: int) -> None:
+        """The device is full: sleep until it should have room for `frames` (at most WRITE_PERIODS periods),
+        at least a quarter period, at most two; a barge-in or stop wakes it at once."""
+        neg = self.pcm.negotiated
+        room = neg.buffer_frames - self.pcm.delay_frames()
+        want = min(frames, neg.period_frames * WRITE_PERIODS)
+        wait_s = (want - room) / self.native.rate
+        self._wait_wake(min(2 * self.device_period_s, max(self.device_period_s / 4, wait_s)))
 
     def finish_turn(self) -> None:
         """The turn's last sample is in the device: let it play out, then stop the device cleanly."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vatel_edge.audio.aec import stream_clock
 from vatel_edge.audio.format import VATEL_FORMAT
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,6 @@ TIMELINE = "timeline.json"
 NAME = re.compile(r"(\d{8}-\d{6})-(\d+)")
 #: Audio items the writer may fall behind by before new ones are dropped (about 20 s of mic + sent + played).
 QUEUE_ITEMS = 3000
-#: A played write that starts within this many samples of where the previous one ended continues it (the
-#: player's per-period time estimates jitter by a few ms; gaps and overlaps of that size are not real).
-PLAYED_SNAP = VATEL_FORMAT.samples(10)
 _HEADER = 44
 #: Room kept for timeline.json when a recording's size is checked against the bound.
 TIMELINE_RESERVE = 64 * 1024
@@ -102,7 +100,10 @@ class Track:
         os.fchmod(self._fd, FILE_MODE)
         os.pwrite(self._fd, wav_header(0), 0)
         self.end = 0  # samples: one past the last written
-        self.next: int | None = None  # where a continuing write goes (played)
+        # where played writes go: one that starts within 30 ms of where the previous one ended continues it
+        # (the player's time estimates jitter by more than 10 ms with PulseAudio's plugin: its delay moves in
+        # steps); drift is followed as the echo reference does
+        self.clock = stream_clock(VATEL_FORMAT)
 
     def write(self, index: int, pcm: bytes) -> None:
         """Write `pcm` at sample `index` (the part before sample 0 is cut)."""
@@ -113,7 +114,6 @@ class Track:
             return
         os.pwrite(self._fd, pcm, _HEADER + index * width)
         self.end = max(self.end, index + len(pcm) // width)
-        self.next = index + len(pcm) // width
 
     def zero_from(self, index: int) -> None:
         """Nothing from sample `index` on was heard (the device buffer was dropped): zeros there."""
@@ -121,7 +121,7 @@ class Track:
         if index < self.end:
             os.pwrite(self._fd, bytes((self.end - index) * VATEL_FORMAT.bytes_per_frame),
                       _HEADER + index * VATEL_FORMAT.bytes_per_frame)
-        self.next = None
+        self.clock.clear()
 
     def finish(self, samples: int) -> None:
         """Make the file exactly `samples` long (zeros appended) with its header; close it."""
@@ -252,10 +252,8 @@ class RecordingWriter:
 
     def _do_played(self, rec: Recording, t_heard: float, pcm: bytes) -> None:
         track = rec.tracks["played"]
-        index = round((t_heard - rec.t0) * VATEL_FORMAT.rate)
-        if track.next is not None and abs(index - track.next) <= PLAYED_SNAP:
-            index = track.next
-        self._write(rec, "played", index, pcm)
+        observed = round((t_heard - rec.t0) * VATEL_FORMAT.rate)
+        self._write(rec, "played", track.clock.place(observed, len(pcm) // VATEL_FORMAT.bytes_per_frame), pcm)
 
     def _do_drop(self, rec: Recording, t: float) -> None:
         rec.tracks["played"].zero_from(round((t - rec.t0) * VATEL_FORMAT.rate))
