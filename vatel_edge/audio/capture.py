@@ -3,11 +3,12 @@
 The reader thread converts whatever the device negotiated to 24 kHz mono (channel pick + Resampler) and
 cuts `audio.frame_ms` frames (a device at 24 kHz mono is cut from its bytes, no conversion). With a sink set
 (`set_sink`: the daemon's microphone path, audio/mic.py) the frames go to the sink in the reader thread, in
-sequence order, one call per read (per drain while batching), and the event loop is not woken per frame;
-without one, frames are handed to the event loop for `read()`. Overflow policy of `read()`'s buffer: it holds
-`audio.capture_buffer_frames` frames; when the consumer is slower, the OLDEST frame is dropped (a gap in
-`seq`), counted in stats["dropped"], and logged once per burst. A device that fails to open or vanishes is
-reopened with backoff; `read()` just waits meanwhile (logged once when lost, once when back).
+sequence order, one call per drain of the device (per read when `batch_s` is 0), and the event loop is not
+woken per frame; without one, frames are handed to the event loop for `read()`. Overflow policy of
+`read()`'s buffer: it holds `audio.capture_buffer_frames` frames; when the consumer is slower, the OLDEST
+frame is dropped (a gap in `seq`), counted in stats["dropped"], and logged once per burst. A device that
+fails to open or vanishes is reopened with backoff; `read()` just waits meanwhile (logged once when lost,
+once when back).
 
 Batching (`batch_s`, set by the microphone path: longer while listening, shorter in a session): the thread
 drains every period the device holds and then sleeps `batch_s` (plus or minus up to half a period, see

@@ -55,9 +55,10 @@ ONSET_GAP_MS = 700
 #: average (the pre-roll is cut from the ring either way). The device buffer (CAPTURE_PERIODS) holds 240 ms.
 LISTEN_BATCH_S = 0.1
 #: In a session the capture thread sleeps this long after each drain (about two 20 ms periods per wake-up
-#: instead of one). Measured in the PulseAudio rig with the WebRTC canceller: the capture thread took 4.7 %
-#: of a core waking per period and 3.8 % at 0.04 s, the event loop 3.5 % and 3.2 % (fewer hand-overs). The
-#: cost: a frame reaches the session and the local barge-in detector up to 40 ms later (20 ms on average).
+#: instead of one). Measured in the PulseAudio rig with the WebRTC canceller (per thread, 30 s): the capture
+#: thread took 4.7-5.0 % of a core waking per period and 3.8-4.2 % at 0.04 s, the event loop 3.5 % and
+#: 3.0-3.5 % (fewer hand-overs). The cost: a frame reaches the session and the local barge-in detector up to
+#: 40 ms later (20 ms on average). The frames keep their sample-clock stamps (capture.FrameClock).
 SESSION_BATCH_S = 0.04
 
 
