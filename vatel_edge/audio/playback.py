@@ -38,8 +38,8 @@ MAX_QUEUED_S = 300.0
 INTERRUPTED_IDS_KEPT = 64
 SOUND_TURN = ""  # turn id of feedback sounds (never interrupted by barge-in)
 #: The writer takes up to this many periods of queued audio per write, and sleeps until the device has room
-#: for them: fewer wake-ups than one period at a time, and than polling the device (whose descriptors, through
-#: PulseAudio's plugin, woke the writer about twice per period).
+#: for them. Measured per thread in a session (PulseAudio rig, 30 s, with the starved wait below): the writer
+#: took 1.6 % of a core at 53 wake-ups/s writing one period at a time, 0.7 % at 28/s with two.
 WRITE_PERIODS = 2
 
 
