@@ -1,10 +1,12 @@
 """The echo path's own cost per capture frame in a session, next to the WebRTC canceller alone.
 
-In a session the capture thread wakes once per 20 ms period and runs one frame through EchoPath.process:
-the reference lookup (EchoReference.frame_for, with the mic envelope for the delay search), the engine, and
-the path's bookkeeping (echo reduction, the quiet rule, the echo-likeness window). Right after a wake-up
-every call costs several times its arithmetic (cold caches: docs/PERFORMANCE.md), so both sides sleep
-20 ms between frames, as the capture thread does; the floor is the same engine on the same frames.
+In a session the capture thread runs every frame through EchoPath.process: the reference lookup
+(EchoReference.frame_for, with the mic envelope for the delay search), the engine, and the path's
+bookkeeping (echo reduction, the quiet rule, the echo-likeness window). Right after a wake-up every call
+costs several times its arithmetic (cold caches: docs/PERFORMANCE.md), so both sides sleep 20 ms between
+frames: one frame per wake-up, as the capture thread ran it until it drained two periods per 0.04 s sleep in
+a session (mic.SESSION_BATCH_S; the second frame of a drain runs warm, so this is the dearer case). The
+floor is the same engine on the same frames.
 
     .venv/bin/python bench/echo_frame.py [frames]
 """
@@ -89,6 +91,8 @@ def echo_path_frame(count: int, repeat: int) -> Figure:
         paths.append(p)
         engines.append(_engine_us(frames))
     value, floor = median(paths), median(engines)
+    if value is None or floor is None:
+        raise ValueError(f"echo_path_frame needs at least one round (repeat={repeat})")
     return Figure(KEY, TITLE, "us/frame", value, floor, FLOOR,
                   note=f"{count} frames x {repeat}; the path's own share {value - floor:.0f} us/frame; "
                        f"frames cancelled {stats.get('cancelled', 0)}/{stats.get('frames', 0)}",

@@ -179,7 +179,7 @@ def test_frame_clock_stamps_drained_frames_at_their_end_not_when_read() -> None:
         if complete > seq:
             stamps = clock.stamps(t, seq, complete - seq)
             assert max(stamps) <= t + 1e-9
-            assert np.allclose(np.diff(stamps), frame_s) if len(stamps) > 1 else True
+            assert len(stamps) == 1 or np.allclose(np.diff(stamps), frame_s)
             errors += [s - (100.0 + (seq + k + 1) * true_frame_s) for k, s in enumerate(stamps)]
             seq = complete
     late = np.abs(errors[100:])  # after the first two seconds (the first read is as late as it came)
