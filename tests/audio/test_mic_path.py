@@ -60,6 +60,16 @@ async def test_a_trigger_takes_the_newest_frames_covering_preroll_ms() -> None:
     assert [f.seq for f in await drained(held)] == [7, 8, 9, 10, 11]
 
 
+async def test_a_trigger_soon_after_listening_takes_all_the_ring_holds() -> None:
+    """Fewer frames than the pre-roll since listening began (a trigger within preroll_ms): all of them, not the
+    newest one (a negative slice start took the last frame only, and CI caught a 145 ms pre-roll of 500)."""
+    mic = make_path(preroll_ms=500)
+    mic.listen()
+    for f in frames_of(silence(480)):
+        mic.push(f)
+    assert [f.seq for f in await drained(mic.begin_session())] == list(range(24))
+
+
 async def test_preroll_rounds_up_to_whole_frames_and_zero_disables_it() -> None:
     mic = make_path(preroll_ms=50)
     mic.listen()

@@ -182,8 +182,8 @@ class MicPath:
             if self._pending is not None:
                 head, self._pending = self._pending, None
             else:
-                head = [f for f, _ in list(self._ring)[len(self._ring) - self._preroll_frames :]] \
-                    if self._preroll_frames else []
+                # the ring's newest preroll_ms, or all of it when it holds less (a trigger soon after listening)
+                head = [f for f, _ in list(self._ring)[-self._preroll_frames :]] if self._preroll_frames else []
                 self._route = Route.SESSION
             self._ring.clear()
         self.capture.batch_s = SESSION_BATCH_S
