@@ -14,7 +14,7 @@ import pytest
 
 from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.audio.mic import MicPath
+from vatel_edge.audio.mic import LISTEN_BATCH_S, VOICE_BATCH_S, MicPath
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VadParams, VoiceDetector
 from vatel_edge.config import AudioConfig
@@ -41,7 +41,12 @@ def make_path(*, preroll_ms: int = 100, vad: bool = False, min_speech_ms: int = 
     woke: list[str] = []
     mic = MicPath(Capture(audio), Player(audio), None, frame_ms=FRAME_MS, preroll_ms=preroll_ms, wake_vad=wake,
                   barge_vad=None, gate=WakeGate(0.0))
-    mic.on_wake = lambda reason: woke.append(reason) or mic.begin_session() is not None
+
+    def on_wake(reason: str) -> bool:
+        woke.append(reason)
+        return mic.begin_session() is not None
+
+    mic.on_wake = on_wake
     mic.woke = woke  # type: ignore[attr-defined]
     return mic
 
@@ -68,6 +73,32 @@ async def test_a_trigger_soon_after_listening_takes_all_the_ring_holds() -> None
     for f in frames_of(silence(480)):
         mic.push(f)
     assert [f.seq for f in await drained(mic.begin_session())] == list(range(24))
+
+
+async def test_while_listening_voice_makes_the_capture_read_every_period_until_a_window_of_quiet() -> None:
+    """Quiet: long drains (LISTEN_BATCH_S). A voiced frame: every period (VOICE_BATCH_S), so the wake is not
+    held back by a sleep; wake.window_ms after the last voiced frame: long drains again."""
+    mic = make_path(vad=True, min_speech_ms=2000)  # the VAD never fires: this is about the drains alone
+    mic.listen()
+    window = -(-VadParams().window_ms // FRAME_MS)
+    for f in frames_of(silence(1000)):
+        mic.push(f)
+    assert mic.capture.batch_s == LISTEN_BATCH_S
+    speech = shipped_speech("user_request.wav")
+    frames = frames_of(speech[: VATEL_FORMAT.nbytes(1000)], first_seq=50)
+    voiced = [mic._wake_vad.process(f.pcm).voiced for f in frames]  # type: ignore[union-attr]
+    mic.listen()  # the same detector state as the push below sees
+    first = voiced.index(True)
+    for f in frames[: first + 1]:
+        mic.push(f)
+    assert mic.capture.batch_s == VOICE_BATCH_S
+    quiet = frames_of(silence(FRAME_MS * (window + 2)), first_seq=100)
+    for k, f in enumerate(quiet):
+        mic.push(f)
+        if k < window - 1:
+            assert mic.capture.batch_s == VOICE_BATCH_S, k
+    assert mic.capture.batch_s == LISTEN_BATCH_S
+    assert not mic.woke  # type: ignore[attr-defined]
 
 
 async def test_preroll_rounds_up_to_whole_frames_and_zero_disables_it() -> None:
