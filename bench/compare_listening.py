@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.listening import NOISE_DBFS, daemon_config
 from bench.measure import cpu_seconds
 from bench.rig import FMT, REPO, DaemonProc, Rig, kill, pink_noise, start_arecord
-from vatel_edge.audio.capture import CAPTURE_PERIODS
+from vatel_edge.audio.capture import capture_periods
 from vatel_edge.devkit.simulator import Simulator
 
 
@@ -45,7 +45,7 @@ async def compare(base_tree: Path, seconds: float, echo_cancel: str) -> dict[str
                 base.start()
                 await base.wait_ready()
                 rig.env = rig_env
-                arecord = start_arecord(rig, "demo_mic", FMT.samples(20), CAPTURE_PERIODS)
+                arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
                 await asyncio.sleep(1.5)
                 t0, h0, b0, a0 = time.monotonic(), head.cpu(), base.cpu(), cpu_seconds(arecord.pid)
                 await asyncio.sleep(seconds)

@@ -5,7 +5,7 @@ source (the mic null sink fed with room noise) during the same window; CPU is ut
 /proc/PID/stat between two reads after READY=1 and a settle time. The energy gate is opened
 (min_level_dbfs = -96) so webrtcvad runs on every frame: the cost of a noisy room, the worst case.
 
-Figure 2: the capture thread's listening drain (LISTEN_BATCH_S of periods cut into frames) -> the microphone
+Figure 2: the capture thread's listening drain (the path's listen_batch_s of periods cut into frames) -> the microphone
 path in one call (VoiceDetector.process_batch: 24 -> 8 kHz decimation, energy gate, webrtcvad, the min_speech
 window; the pre-roll ring), in process, next to webrtcvad alone on the same 8 kHz frames.
 """
@@ -24,8 +24,8 @@ import webrtcvad
 
 from bench.measure import Figure, cpu_seconds
 from bench.rig import FMT, DaemonProc, Rig, kill, pink_noise, start_arecord
-from vatel_edge.audio.capture import CAPTURE_PERIODS, Capture, CaptureFrame
-from vatel_edge.audio.mic import LISTEN_BATCH_S, MicPath
+from vatel_edge.audio.capture import Capture, CaptureFrame, capture_periods
+from vatel_edge.audio.mic import MicPath
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.resample import Resampler
 from vatel_edge.audio.vad import VAD_FORMAT, VAD_RATE, VadParams, VoiceDetector
@@ -119,7 +119,7 @@ async def _listening_window(
                     startups.append(await d.wait_ready())
                 except TimeoutError:
                     raise RuntimeError(f"daemon {d.name} never sent READY=1:\n{d.log_tail()}") from None
-            arecord = start_arecord(rig, "demo_mic", FMT.samples(20), CAPTURE_PERIODS)
+            arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
             await asyncio.sleep(1.5)  # past start-up: devices open, first frames through
             t0 = time.monotonic()
             c0 = {name: d.cpu() for name, d in daemons.items()}
@@ -171,10 +171,10 @@ def listening_path(seconds: float, repeat: int) -> Figure:
     mic.listen()
 
     def path() -> None:
-        # The capture thread while listening (audio/capture.py): one drain of LISTEN_BATCH_S worth of device
+        # The capture thread while listening (audio/capture.py): one drain of listen_batch_s worth of device
         # reads, joined and cut into frame_ms frames (a 24 kHz mono device: straight from the bytes), handed to
         # the microphone path's listening route in one call: the pre-roll ring and VoiceDetector.process_batch.
-        per_drain = max(1, round(LISTEN_BATCH_S * 1000 / frame_ms))
+        per_drain = max(1, round(mic.listen_batch_s * 1000 / frame_ms))
         seq = 0
         for i in range(0, len(reads), per_drain):
             block = b"".join(reads[i : i + per_drain])

@@ -32,7 +32,7 @@ import webrtcvad
 from bench.listening import daemon_config
 from bench.measure import Figure, cpu_seconds, median, rounded
 from bench.rig import FMT, DaemonProc, Probe, Rig, first_loud, kill, pink_noise, start_arecord
-from vatel_edge.audio.capture import CAPTURE_PERIODS
+from vatel_edge.audio.capture import capture_periods
 from vatel_edge.audio.resample import Resampler
 from vatel_edge.audio.vad import VadParams, VoiceDetector
 from vatel_edge.audio.wakeword import GatedWakeWord, WakeWordModel, load_models, resolve_models, scan
@@ -238,7 +238,7 @@ async def cpu(rig: Rig, window_s: float) -> list[Figure]:
             for d in daemons.values():
                 d.start()
                 await d.wait_ready()
-            arecord = start_arecord(rig, "demo_mic", FMT.samples(20), CAPTURE_PERIODS)
+            arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
             await asyncio.sleep(1.5)
             t0, c0, a0 = time.monotonic(), {m: d.cpu() for m, d in daemons.items()}, cpu_seconds(arecord.pid)
             await asyncio.sleep(window_s)

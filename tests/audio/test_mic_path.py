@@ -14,7 +14,7 @@ import pytest
 
 from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.audio.mic import LISTEN_BATCH_S, VOICE_BATCH_S, MicPath
+from vatel_edge.audio.mic import LISTEN_BATCH_S, VOICE_BATCH_S, MicPath, listening_sleep_s
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VadParams, VoiceDetector
 from vatel_edge.config import AudioConfig
@@ -75,6 +75,17 @@ async def test_a_trigger_soon_after_listening_takes_all_the_ring_holds() -> None
     assert [f.seq for f in await drained(mic.begin_session())] == list(range(24))
 
 
+def test_the_listening_sleep_is_short_enough_to_see_the_first_voiced_frame_before_the_vad_can_fire() -> None:
+    """The sleep plus half a period of jitter ends before min_speech_ms (less the first VAD frame) of voice."""
+    assert listening_sleep_s(None, 20) == LISTEN_BATCH_S == 0.2
+    assert listening_sleep_s(VadParams(), 20) == 0.2  # 240 ms, 30 ms VAD frames: 200 ms of room
+    assert listening_sleep_s(VadParams(min_speech_ms=120), 20) == pytest.approx(0.08)
+    assert listening_sleep_s(VadParams(min_speech_ms=30, frame_ms=30), 20) == 0.02  # never below a period
+    for ms in range(30, 1000, 10):
+        sleep = listening_sleep_s(VadParams(min_speech_ms=ms), 20)
+        assert sleep == 0.02 or sleep + 0.01 <= (ms - 30) / 1000 + 1e-9
+
+
 async def test_while_listening_voice_makes_the_capture_read_every_period_until_a_window_of_quiet() -> None:
     """Quiet: long drains (LISTEN_BATCH_S). A voiced frame: every period (VOICE_BATCH_S), so the wake is not
     held back by a sleep; wake.window_ms after the last voiced frame: long drains again."""
@@ -83,7 +94,7 @@ async def test_while_listening_voice_makes_the_capture_read_every_period_until_a
     window = -(-VadParams().window_ms // FRAME_MS)
     for f in frames_of(silence(1000)):
         mic.push(f)
-    assert mic.capture.batch_s == LISTEN_BATCH_S
+    assert mic.capture.batch_s == mic.listen_batch_s == LISTEN_BATCH_S
     speech = shipped_speech("user_request.wav")
     frames = frames_of(speech[: VATEL_FORMAT.nbytes(1000)], first_seq=50)
     voiced = [mic._wake_vad.process(f.pcm).voiced for f in frames]  # type: ignore[union-attr]

@@ -12,8 +12,8 @@ once when back).
 
 Batching (`batch_s`, set by the microphone path: longer while listening, shorter in a session): the thread
 drains every period the device holds and then sleeps `batch_s` (plus or minus up to half a period, see
-below), instead of waking once per period; the device buffer (CAPTURE_PERIODS periods) holds more than that,
-so nothing is lost and the frames stay contiguous.
+below), instead of waking once per period; the device buffer (CAPTURE_BUFFER_MS) holds more than that,
+so nothing is lost and the frames stay contiguous (CAPTURE_BUFFER_MS, whatever the frame length).
 
 Timestamps (`FrameClock`): a frame's `t` is counted on the sample clock, the frame's end sample from the
 earliest-seen moment that sample's place in the stream was read. A drain reads frames up to `batch_s` after
@@ -43,7 +43,15 @@ from vatel_edge.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
 
-CAPTURE_PERIODS = 12  # device buffer in periods: room for a batch_s sleep (see the module docstring)
+#: The capture device's buffer: room for the longest batching sleep (mic.LISTEN_BATCH_S, 0.2 s) twice over.
+CAPTURE_BUFFER_MS = 480
+
+
+def capture_periods(frame_ms: int) -> int:
+    """Periods (of frame_ms) the capture device's buffer is asked for: CAPTURE_BUFFER_MS of them."""
+    return -(-CAPTURE_BUFFER_MS // frame_ms)
+
+
 _GOLDEN = 0.6180339887498949  # the batching sleep's phase step (see _pump)
 STALL_S = 2.0  # no audio for this long from an open device: treat it as gone and reopen
 
@@ -174,7 +182,8 @@ class Capture(DeviceWorker):
         self.run_reopening(self._open, pump)
 
     def _open(self) -> AlsaPcm:
-        return AlsaPcm(self._cfg.capture_device, "capture", period_ms=self._cfg.frame_ms, periods=CAPTURE_PERIODS)
+        return AlsaPcm(self._cfg.capture_device, "capture", period_ms=self._cfg.frame_ms,
+                       periods=capture_periods(self._cfg.frame_ms))
 
     def _pump(self, pcm: AlsaPcm, seq: int) -> int:
         """Read until stopped (returns the next seq) or the device fails (raises AudioDeviceError).
@@ -188,6 +197,10 @@ class Capture(DeviceWorker):
         pending = b""  # device bytes not yet a whole sample frame (or, as_is, not yet a whole capture frame)
         out = np.zeros(0, dtype=np.int16)  # 24 kHz mono samples not yet a whole frame
         period_s = pcm.negotiated.period_frames / native.rate
+        # reads per drain at most (the buffer's periods), and the longest sleep: half the buffer the device
+        # granted (a device that grants less than CAPTURE_BUFFER_MS gets shorter sleeps, not overruns)
+        most = max(1, pcm.negotiated.buffer_frames // pcm.negotiated.period_frames)
+        longest_s = pcm.negotiated.buffer_frames / native.rate / 2
         last_data = time.monotonic()
         drained: list[bytes] = []
         wakes = 0
@@ -210,7 +223,7 @@ class Capture(DeviceWorker):
             if data:
                 last_data = now
                 drained.append(data)
-                if self.batch_s > 0 and len(drained) < CAPTURE_PERIODS:
+                if self.batch_s > 0 and len(drained) < most:
                     continue  # drain the device first
             if drained:
                 pending += b"".join(drained)
@@ -241,7 +254,7 @@ class Capture(DeviceWorker):
                     # seconds; moved by a golden-ratio step of up to +-half a period each time, the drains
                     # come at evenly spread phases and the FrameClock sees a read right after the audio soon
                     wakes += 1
-                    self._stop.wait(self.batch_s + ((wakes * _GOLDEN) % 1.0 - 0.5) * period_s)
+                    self._stop.wait(min(self.batch_s, longest_s) + ((wakes * _GOLDEN) % 1.0 - 0.5) * period_s)
                 else:
                     pcm.wait(2 * period_s, self._wake_r)
         return seq

@@ -9,7 +9,8 @@ Every capture frame runs, in the capture reader thread and in the same order in 
   switches to SESSION in the same locked step and the session's audio starts `preroll_ms` before the ONSET
   of the voiced stretch that fired (the one containing the wake word), not before the trigger point. The
   event loop is woken once per wake, never per frame. The capture thread drains the device every
-  LISTEN_BATCH_S, and every period while the VAD hears voice (VOICE_BATCH_S), so a wake is not held back.
+  LISTEN_BATCH_S (0.2 s), and every period while the VAD hears voice (VOICE_BATCH_S), so a wake is not
+  held back by the sleep.
 * SESSION (from the wake to the end of the session): each frame to the session's held audio
   (wake.SessionAudio, drained by the sender into input_audio), and local barge-in while the agent speaks
   (the VAD, the wake word, or both, on the echo-cancelled frame once the canceller has converged). A
@@ -37,7 +38,7 @@ from typing import Protocol
 from vatel_edge.audio.aec_path import EchoPath
 from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.playback import Player
-from vatel_edge.audio.vad import VadResult, VoiceDetector
+from vatel_edge.audio.vad import VadParams, VadResult, VoiceDetector
 from vatel_edge.audio.wakeword import GatedWakeWord, WakeWordDetector
 from vatel_edge.wake import SessionAudio, WakeGate
 
@@ -50,14 +51,16 @@ ONSET_LOOKBACK_MS = 3000
 #: Unvoiced time that ends a voiced stretch when looking back for its onset: longer than the pause after a
 #: short first word ("Front ... right", measured in the room test), so that word belongs to the stretch.
 ONSET_GAP_MS = 700
-#: While not in a session, the capture thread drains the device and sleeps this long (fewer wake-ups). Each
-#: wake-up costs far more than its arithmetic (cold caches after the sleep): measured in the PulseAudio rig,
-#: the capture thread took 0.97 % of a core at 0.06 s and 0.70 % at 0.1 s; the wake comes ~20 ms later on
-#: average (the pre-roll is cut from the ring either way). The device buffer (CAPTURE_PERIODS) holds 240 ms.
-LISTEN_BATCH_S = 0.1
+#: While not in a session, the capture thread drains the device and sleeps up to this long (fewer wake-ups).
+#: Each wake-up costs far more than its arithmetic (cold caches after the sleep): measured in the PulseAudio
+#: rig (capture thread alone, the listening path with the canceller idle, 20 s), 0.95 % of a core at 0.1 s and
+#: 0.60 % at 0.2 s. The device buffer (capture.CAPTURE_BUFFER_MS) holds 480 ms.
+LISTEN_BATCH_S = 0.2
 #: ... except while the wake VAD hears voice (a voiced frame within the last `wake.window_ms`): then the
 #: thread reads every period as it arrives, so a wake fires when its frame is complete, not up to a sleep
 #: later. Quiet or steady noise keeps the long sleeps (webrtcvad calls 0.1 % of pink noise frames voiced).
+#: The sleep is shortened below LISTEN_BATCH_S when wake.min_speech_ms is short (listening_sleep_s), so the
+#: first voiced frame of a wake is always read before the VAD can fire on it.
 VOICE_BATCH_S = 0.0
 #: In a session the capture thread sleeps this long after each drain (about two 20 ms periods per wake-up
 #: instead of one). Measured in the PulseAudio rig with the WebRTC canceller (per thread, 30 s): the capture
@@ -65,6 +68,15 @@ VOICE_BATCH_S = 0.0
 #: 3.0-3.5 % (fewer hand-overs). The cost: a frame reaches the session and the local barge-in detector up to
 #: 40 ms later (20 ms on average). The frames keep their sample-clock stamps (capture.FrameClock).
 SESSION_BATCH_S = 0.04
+
+
+def listening_sleep_s(wake_vad: VadParams | None, frame_ms: int) -> float:
+    """The listening sleep: LISTEN_BATCH_S, or less when the wake VAD could fire within it after the first
+    voiced frame (min_speech_ms less that VAD frame, and half a capture period of the sleep's jitter)."""
+    if wake_vad is None:
+        return LISTEN_BATCH_S
+    room_ms = wake_vad.min_speech_ms - wake_vad.frame_ms - frame_ms / 2
+    return max(frame_ms / 1000, min(LISTEN_BATCH_S, room_ms / 1000))
 
 
 class Stage(Protocol):
@@ -141,7 +153,8 @@ class MicPath:
         self._hot = 0  # frames of that still to go
         self.muted = False  # privacy mute: frames go nowhere (no pre-roll, no wake, no session audio)
         self.onset_lead_ms: float | None = None  # the last voice wake: pre-roll before its onset (status, tests)
-        capture.batch_s = LISTEN_BATCH_S
+        self.listen_batch_s = listening_sleep_s(wake_vad.params if wake_vad is not None else None, frame_ms)
+        capture.batch_s = self.listen_batch_s
         capture.set_sink(self.push_batch)
 
     # ------------------------------------------------------------------ event loop side
@@ -209,7 +222,7 @@ class MicPath:
             self.session_audio.close()
         self.session_audio = None
         self.barge_in_target = None
-        self.capture.batch_s = LISTEN_BATCH_S
+        self.capture.batch_s = self.listen_batch_s
 
     def _voice_wake(self) -> None:
         """Loop side of a voice wake (scheduled by the capture thread before any later frame's put)."""
@@ -296,7 +309,7 @@ class MicPath:
                     self.capture.batch_s = SESSION_BATCH_S
                     self._loop.call_soon_threadsafe(self._voice_wake)
             if self._route is Route.LISTEN and self._wake_vad is not None:
-                self.capture.batch_s = VOICE_BATCH_S if self._hot else LISTEN_BATCH_S
+                self.capture.batch_s = VOICE_BATCH_S if self._hot else self.listen_batch_s
         return session
 
     def _onset_head(self) -> list[CaptureFrame]:
