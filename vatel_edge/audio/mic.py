@@ -9,8 +9,8 @@ Every capture frame runs, in the capture reader thread and in the same order in 
   switches to SESSION in the same locked step and the session's audio starts `preroll_ms` before the ONSET
   of the voiced stretch that fired (the one containing the wake word), not before the trigger point. The
   event loop is woken once per wake, never per frame. The capture thread drains the device every
-  LISTEN_BATCH_S (0.2 s), and every period while the VAD hears voice (VOICE_BATCH_S), so a wake is not
-  held back by the sleep.
+  LISTEN_BATCH_S (0.2 s), and every period while the VAD hears voice (VOICE_BATCH_S; every 0.04 s in
+  wakeword mode, WORD_BATCH_S), so a wake is not held back by the sleep.
 * SESSION (from the wake to the end of the session): each frame to the session's held audio
   (wake.SessionAudio, drained by the sender into input_audio), and local barge-in while the agent speaks
   (the VAD, the wake word, or both, on the echo-cancelled frame once the canceller has converged). A
@@ -62,6 +62,11 @@ LISTEN_BATCH_S = 0.2
 #: The sleep is shortened below LISTEN_BATCH_S when wake.min_speech_ms is short (listening_sleep_s), so the
 #: first voiced frame of a wake is always read before the VAD can fire on it.
 VOICE_BATCH_S = 0.0
+#: ... and in wakeword mode, where every voiced frame also runs the wake-word model, two periods per wake-up:
+#: the model's per-call cost after a wake-up dominates. Measured (bench/wakeword.py's cpu phase, 40 s of
+#: continuous speech without the wake word): the daemon took 4.8 % of a core reading every period, 3.8 %
+#: at 0.04 s, 2.2 % without reading faster at all (0.2 s sleeps, which would delay the wake by ~0.1 s).
+WORD_BATCH_S = 0.04
 #: In a session the capture thread sleeps this long after each drain (about two 20 ms periods per wake-up
 #: instead of one). Measured in the PulseAudio rig with the WebRTC canceller (per thread, 30 s): the capture
 #: thread took 4.7-5.0 % of a core waking per period and 3.8-4.2 % at 0.04 s, the event loop 3.5 % and
@@ -151,6 +156,7 @@ class MicPath:
         #: Frames the capture thread keeps reading per period after the last voiced one (listening).
         self._hot_frames = -(-wake_vad.params.window_ms // frame_ms) if wake_vad is not None else 0
         self._hot = 0  # frames of that still to go
+        self._voice_batch_s = VOICE_BATCH_S if wake_word is None else WORD_BATCH_S
         self.muted = False  # privacy mute: frames go nowhere (no pre-roll, no wake, no session audio)
         self.onset_lead_ms: float | None = None  # the last voice wake: pre-roll before its onset (status, tests)
         self.listen_batch_s = listening_sleep_s(wake_vad.params if wake_vad is not None else None, frame_ms)
@@ -309,7 +315,7 @@ class MicPath:
                     self.capture.batch_s = SESSION_BATCH_S
                     self._loop.call_soon_threadsafe(self._voice_wake)
             if self._route is Route.LISTEN and self._wake_vad is not None:
-                self.capture.batch_s = VOICE_BATCH_S if self._hot else self.listen_batch_s
+                self.capture.batch_s = self._voice_batch_s if self._hot else self.listen_batch_s
         return session
 
     def _onset_head(self) -> list[CaptureFrame]:
