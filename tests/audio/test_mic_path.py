@@ -110,6 +110,11 @@ async def test_while_listening_voice_makes_the_capture_read_every_period_until_a
             assert mic.capture.batch_s == VOICE_BATCH_S, k
     assert mic.capture.batch_s == LISTEN_BATCH_S
     assert not mic.woke  # type: ignore[attr-defined]
+    mic.push(frames[first])  # voice again, then the privacy mute: nothing is heard, so the long sleeps
+    assert mic.capture.batch_s == VOICE_BATCH_S
+    mic.muted = True
+    mic.push(frames[first + 1])
+    assert mic.capture.batch_s == LISTEN_BATCH_S
 
 
 async def test_preroll_rounds_up_to_whole_frames_and_zero_disables_it() -> None:

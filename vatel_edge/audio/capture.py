@@ -12,8 +12,9 @@ once when back).
 
 Batching (`batch_s`, set by the microphone path: longer while listening, shorter in a session): the thread
 drains every period the device holds and then sleeps `batch_s` (plus or minus up to half a period, see
-below), instead of waking once per period; the device buffer (CAPTURE_BUFFER_MS) holds more than that,
-so nothing is lost and the frames stay contiguous (CAPTURE_BUFFER_MS, whatever the frame length).
+below), instead of waking once per period; the device buffer (CAPTURE_BUFFER_MS, whatever the frame
+length) holds more than that, so nothing is lost and the frames stay contiguous; the sleep never exceeds
+half of the buffer the device granted.
 
 Timestamps (`FrameClock`): a frame's `t` is counted on the sample clock, the frame's end sample from the
 earliest-seen moment that sample's place in the stream was read. A drain reads frames up to `batch_s` after

@@ -287,6 +287,8 @@ class MicPath:
         with self._lock:
             if self.muted:
                 self._ring.clear()
+                if self._hot and self._route is Route.LISTEN:  # nothing is heard: back to the long sleeps
+                    self._hot, self.capture.batch_s = 0, self.listen_batch_s
                 return session
             vad: list[VadResult] = []
             first_vad = 0
