@@ -13,7 +13,7 @@ import pytest
 
 from vatel_edge.audio.capture import Capture, CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT
-from vatel_edge.audio.mic import MicPath
+from vatel_edge.audio.mic import LISTEN_BATCH_S, VOICE_BATCH_S, WORD_BATCH_S, MicPath
 from vatel_edge.audio.playback import Player
 from vatel_edge.audio.vad import VadParams, VoiceDetector
 from vatel_edge.audio.wakeword import WakeWordDetector, load_models, resolve_models, wakeword_installed
@@ -107,3 +107,26 @@ async def test_the_onset_is_that_of_the_wake_words_stretch_not_of_earlier_talk()
     at, _got = await drained(mic.session_audio)
     word_at = len(lab.silence(800) + talk + lab.silence(1000))
     assert word_at - VATEL_FORMAT.nbytes(400) <= at <= word_at - VATEL_FORMAT.nbytes(200), (at, word_at)
+
+
+async def test_while_the_vad_hears_voice_the_capture_reads_every_two_periods_and_back_after_quiet() -> None:
+    """wakeword mode: quiet keeps the long listening sleeps; a voiced frame (the model starts) makes the capture
+    thread read every WORD_BATCH_S (not every period, as vad mode does: the model's per-call cost); a
+    wake.window_ms of quiet after the last voiced frame, the long sleeps again."""
+    assert VOICE_BATCH_S < WORD_BATCH_S < LISTEN_BATCH_S
+    mic, woke = make_path()
+    mic.listen()
+    for f in frames_of(lab.silence(1000)):
+        mic.push(f)
+    assert mic.capture.batch_s == mic.listen_batch_s == LISTEN_BATCH_S
+    speech = frames_of(lab.say("the kitchen light", "en-us"))
+    vad = VoiceDetector(VadParams.from_wake(WakeConfig(mode="wakeword")))
+    first = [vad.process(f.pcm).voiced for f in speech].index(True)
+    for f in speech[: first + 1]:
+        mic.push(f)
+    assert mic.capture.batch_s == WORD_BATCH_S
+    window = -(-WakeConfig().window_ms // FRAME_MS)
+    for f in speech[first + 1 :] + frames_of(lab.silence(FRAME_MS * (window + 2))):
+        mic.push(f)
+    assert mic.capture.batch_s == LISTEN_BATCH_S
+    assert woke == []  # no wake word in it: this is about the reads alone
