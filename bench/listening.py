@@ -56,19 +56,21 @@ def daemon_config(sim: Simulator, **sections: dict[str, Any]) -> dict[str, Any]:
 async def listening_cost(rig: Rig, window_s: float) -> tuple[list[Figure], list[float]]:
     """Figures 1 and 8a; also the start-up times of the daemons it started (seconds).
 
-    Two windows of `window_s / 2`, the daemons started in one order and then in the reverse order (arecord
-    last both times), each figure summed over both: a PulseAudio client started later costs more in its
-    pulse thread (measured with two daemons started in either order: 0.45-0.50 % of a core in that thread for
-    the first, 0.77-0.92 % for the second), which had made the last-started variant (echo_cancel auto) look
-    ~0.8 % of a core dearer than it is."""
+    Two windows of `window_s / 2`, every client started in one order and then in the reverse order (arecord
+    last in the first window, first in the second), each figure summed over both: a PulseAudio client started
+    later costs more in its pulse thread (measured with two daemons started in either order: 0.45-0.50 % of a
+    core in that thread for the first, 0.77-0.92 % for the second), which had made the last-started variant
+    (echo_cancel auto) look ~0.8 % of a core dearer than it is, and, while arecord came last in both windows
+    (until 2026-12-02), gave the floor that handicap."""
     variants = {f"vad{ms}": ({"vad_frame_ms": ms, "min_level_dbfs": -96.0}, "off") for ms in VAD_FRAMES}
     variants["aec_auto"] = ({"min_level_dbfs": -96.0}, "auto")
     used = {name: 0.0 for name in variants}
     floor_cpu = wall = 0.0
     startups: list[float] = []
     states: dict[str, dict[str, Any]] = {}
-    for order in (list(variants), list(reversed(variants))):
-        cpu, a, w, st = await _listening_window(rig, window_s / 2, {n: variants[n] for n in order}, startups)
+    for order, arecord_first in ((list(variants), False), (list(reversed(variants)), True)):
+        cpu, a, w, st = await _listening_window(rig, window_s / 2, {n: variants[n] for n in order}, startups,
+                                                arecord_first=arecord_first)
         for name, value in cpu.items():
             used[name] += value
         floor_cpu += a
@@ -82,7 +84,8 @@ async def listening_cost(rig: Rig, window_s: float) -> tuple[list[Figure], list[
         fig = Figure(
             key, title, "%core", value, floor, "arecord, same source, same window",
             goal=f"ratio <= {GOAL_RATIO:g} and <= {GOAL_CORE_PCT:g} % core",
-            note=(f"{wall:.0f} s in two windows (start order reversed); {value / 100:.5f} CPU s per audio s; "
+            note=(f"{wall:.0f} s in two windows (start order reversed, arecord's too); "
+                  f"{value / 100:.5f} CPU s per audio s; "
                   f"capture overruns {counters.get('capture_overruns', '?')}, "
                   f"dropped {counters.get('capture_dropped', '?')}"),
             extra={"cpu_s": round(used[name], 3), "floor_cpu_s": round(floor_cpu, 3),
@@ -101,15 +104,18 @@ async def listening_cost(rig: Rig, window_s: float) -> tuple[list[Figure], list[
 
 
 async def _listening_window(
-    rig: Rig, window_s: float, variants: dict[str, tuple[dict[str, Any], str]], startups: list[float]
+    rig: Rig, window_s: float, variants: dict[str, tuple[dict[str, Any], str]], startups: list[float],
+    *, arecord_first: bool = False,
 ) -> tuple[dict[str, float], float, float, dict[str, dict[str, Any]]]:
-    """One window: the daemons started in `variants` order, then arecord; (CPU s per daemon, arecord's CPU s,
-    wall s, status per daemon)."""
+    """One window: the daemons started in `variants` order, arecord after them (or before, `arecord_first`);
+    (CPU s per daemon, arecord's CPU s, wall s, status per daemon)."""
     async with Simulator() as sim:
         feeder = rig.feed_mic(pink_noise(window_s + 40.0, NOISE_DBFS))
         daemons: dict[str, DaemonProc] = {}
         arecord: subprocess.Popen[bytes] | None = None
         try:
+            if arecord_first:
+                arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
             for name, (wake, echo) in variants.items():
                 cfg = daemon_config(sim, wake=wake, audio={"echo_cancel": echo})
                 d = DaemonProc(rig, f"listen-{name}", cfg, sim.api_key)
@@ -119,7 +125,8 @@ async def _listening_window(
                     startups.append(await d.wait_ready())
                 except TimeoutError:
                     raise RuntimeError(f"daemon {d.name} never sent READY=1:\n{d.log_tail()}") from None
-            arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
+            if arecord is None:
+                arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
             await asyncio.sleep(1.5)  # past start-up: devices open, first frames through
             t0 = time.monotonic()
             c0 = {name: d.cpu() for name, d in daemons.items()}
