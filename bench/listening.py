@@ -113,9 +113,12 @@ async def _listening_window(
         feeder = rig.feed_mic(pink_noise(window_s + 40.0, NOISE_DBFS))
         daemons: dict[str, DaemonProc] = {}
         arecord: subprocess.Popen[bytes] | None = None
+        def floor() -> subprocess.Popen[bytes]:
+            return start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
+
         try:
             if arecord_first:
-                arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
+                arecord = floor()
             for name, (wake, echo) in variants.items():
                 cfg = daemon_config(sim, wake=wake, audio={"echo_cancel": echo})
                 d = DaemonProc(rig, f"listen-{name}", cfg, sim.api_key)
@@ -126,7 +129,7 @@ async def _listening_window(
                 except TimeoutError:
                     raise RuntimeError(f"daemon {d.name} never sent READY=1:\n{d.log_tail()}") from None
             if arecord is None:
-                arecord = start_arecord(rig, "demo_mic", FMT.samples(20), capture_periods(20))
+                arecord = floor()
             await asyncio.sleep(1.5)  # past start-up: devices open, first frames through
             t0 = time.monotonic()
             c0 = {name: d.cpu() for name, d in daemons.items()}
