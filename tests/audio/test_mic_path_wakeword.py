@@ -42,7 +42,12 @@ def make_path(preroll_ms: int = 300) -> tuple[MicPath, list[str]]:
     mic = MicPath(Capture(audio), Player(audio), None, frame_ms=FRAME_MS, preroll_ms=preroll_ms,
                   wake_vad=VoiceDetector(VadParams.from_wake(wake)), barge_vad=None, gate=WakeGate(0.0),
                   wake_word=detector)
-    mic.on_wake = lambda reason: woke.append(reason) or mic.begin_session() is not None
+
+    def on_wake(reason: str) -> bool:
+        woke.append(reason)
+        return mic.begin_session() is not None
+
+    mic.on_wake = on_wake
     return mic, woke
 
 
