@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vatel_edge.audio.aec_path import EchoPath
+from vatel_edge.audio.aec_path import EchoKeeper, EchoPath
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.playback import Player
 from vatel_edge.config import Config, load_config, read_api_key
@@ -77,6 +77,7 @@ class Daemon:
         self._restart = asyncio.Event()
         self._wakes: asyncio.Queue[str] = asyncio.Queue(maxsize=1)  # overflow: a second wake is ignored
         self._mute_source: str | None = None  # "software" or "switch" while muted (kept across reloads)
+        self._echo = EchoKeeper()  # the canceller, and what it learned, across reloads
         self._connector = Connector(self.counters, self.notifier, self.sm, self._emit, self._set_error)
         self._tool_context = functools.partial(DaemonToolContext, set_volume=self.set_volume,
                                                end_session=self.end_session, device_status=self.status)
@@ -210,12 +211,13 @@ class Daemon:
             self.notifier.stopping()
             self.sm.fire_if(Event.STOPPED)
             set_daemon_log_context(state=None, session_id=None, turn_id=None)
+            self._echo.close()
 
     async def _run_once(self) -> None:
         check_runnable(self.cfg)  # ConfigError at start: a missing echo engine or model, an unreadable password
         try:
             async with open_runtime(self.cfg, api_key=self._api_key, notifier=self.notifier, control=self._control,
-                                    clock=self._clock, daemon=self) as rt:
+                                    clock=self._clock, daemon=self, echo_keeper=self._echo) as rt:
                 self.runtime = rt
                 tasks = TaskSet()
                 try:

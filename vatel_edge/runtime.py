@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from vatel_edge.audio.aec_path import EchoPath, check_duplex, open_echo_path
+from vatel_edge.audio.aec_path import EchoKeeper, EchoPath, check_duplex, open_echo_path
 from vatel_edge.audio.capture import Capture
 from vatel_edge.audio.mic import MicPath
 from vatel_edge.audio.playback import Player
@@ -117,8 +117,12 @@ async def open_runtime(
     control: ControlHandler,
     clock: Callable[[], float] = time.monotonic,
     daemon: DaemonApi | None = None,
+    echo_keeper: EchoKeeper | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open every component of `cfg` in order; close them in reverse when the block ends."""
+    """Open every component of `cfg` in order; close them in reverse when the block ends.
+
+    With `echo_keeper` the echo path comes from it and outlives the block (the daemon keeps what the canceller
+    learned across reloads); without, it is opened here and closed with the rest."""
     async with AsyncExitStack() as stack:
         gpio = make_gpio_backend(cfg.gpio.backend)
         stack.callback(gpio.close)
@@ -126,8 +130,8 @@ async def open_runtime(
             ToolRegistry(cfg.tools, gpio, max_concurrency=cfg.session.max_tool_concurrency)
         )
         tokens = await stack.enter_async_context(TokenProvider(cfg.vatel, api_key))
-        echo = open_echo_path(cfg.audio)
-        if echo is not None:
+        echo = echo_keeper.open(cfg.audio) if echo_keeper is not None else open_echo_path(cfg.audio)
+        if echo is not None and echo_keeper is None:
             stack.callback(echo.close)  # after the player's writer thread has stopped
         player = await stack.enter_async_context(Player(cfg.audio))
         if echo is not None:

@@ -375,3 +375,29 @@ def test_the_user_talking_over_the_agent_is_not_a_collapse() -> None:
     path, seen = _collapse_run(engine, mic, 6.0)
     assert all(seen[int(1.5 / FRAME_S) :])
     assert engine.resets == 0 and path.stats["recoveries"] == 0
+
+
+@pytest.mark.skipif(not aec.available_engines(), reason="no echo engine installed")
+def test_the_keeper_reuses_the_path_for_the_same_devices_and_opens_a_new_one_when_they_change() -> None:
+    """EchoKeeper (the daemon, across reloads): the same path while the settings it learned with stay (the
+    volume is not one of them), resumed: the bypass's held samples of the old stream are gone; a new path for
+    another device, and after the engine failed (closed); close() closes the kept one."""
+    def audio(**keys: Any) -> Any:
+        agent = {"agent_id": "00000000-0000-4000-8000-000000000000"}
+        return config_from_dict({"vatel": agent, "audio": {"echo_cancel": "auto", **keys}}).audio
+
+    keeper = aec_path.EchoKeeper()
+    first = keeper.open(audio())
+    assert first is not None and first.latency > 0
+    first.process(CaptureFrame(np.full(FMT.samples(FRAME_MS), 1000, "<i2").tobytes(), 1.0, 0))  # bypassed, held
+    assert keeper.open(audio(volume=0.5, mic_during_playback="stream")) is first
+    out = first.process(CaptureFrame(bytes(FMT.nbytes(FRAME_MS)), 2.0, 0))
+    assert out.pcm == bytes(FMT.nbytes(FRAME_MS)), "the old stream's held samples came out after the resume"
+    second = keeper.open(audio(capture_device="hw:1"))
+    assert second is not None and second is not first and not first.active
+    second.close()  # an engine failure closes the path
+    third = keeper.open(audio(capture_device="hw:1"))
+    assert third is not None and third is not second and third.active
+    keeper.close()
+    assert not third.active
+    keeper.close()  # idempotent

@@ -15,6 +15,7 @@ same as with silence processed).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -119,6 +120,50 @@ def open_echo_path(audio: AudioConfig) -> EchoPath | None:
     log.info("echo canceller %s delays the microphone by %d samples (%.1f ms), also while bypassed",
              canceller.name, latency, 1000.0 * latency / VATEL_FORMAT.rate)
     return EchoPath(canceller, frame_ms=audio.frame_ms, latency=latency)
+
+
+def _learned_with(audio: AudioConfig) -> AudioConfig:
+    """The [audio] settings what an engine learned depends on: all but the ones that leave the devices, their
+    timing and the engine as they were: the software volume is in the reference (it holds the samples as
+    written, after the gain), the prebuffer and the capture queue are before the device or after the path."""
+    return dataclasses.replace(audio, volume=1.0, prebuffer_ms=0, capture_buffer_frames=0,
+                               mic_during_playback="auto")
+
+
+class EchoKeeper:
+    """The daemon's echo path across SIGHUP reloads, so a reload does not bring back the deaf first turn.
+
+    A reload rebuilds the runtime (player, capture, microphone path); a fresh engine would spend the next
+    agent turn finding the echo path again, with `mic_during_playback = "auto"` muting the microphone until it
+    has (the first turn after start measured ~5.8 s in the reverberant room, docs/ECHO.md). So the path, with
+    what its engine learned and its convergence, is kept when the new config leaves the settings it learned
+    with unchanged (`_learned_with`: the devices, their buffers and periods, the frame length, the engine);
+    otherwise, or after an engine failure, the old one is closed and a new one opened. Owned by the daemon,
+    which closes it when it stops; open and close run on the event loop between runtimes (no thread of the
+    old runtime is running then)."""
+
+    def __init__(self) -> None:
+        self._path: EchoPath | None = None
+        self._audio: AudioConfig | None = None
+
+    def open(self, audio: AudioConfig) -> EchoPath | None:
+        """The echo path for `audio`: the kept one if it still fits (resumed for new streams), else a new one."""
+        learned = _learned_with(audio)
+        path = self._path
+        if path is not None and path.active and learned == self._audio:
+            path.resume()
+            log.info("echo canceller %s kept across the reload (converged: %s)", path.name,
+                     "yes" if path.converged else "no")
+            return path
+        self.close()
+        self._path, self._audio = open_echo_path(audio), learned
+        return self._path
+
+    def close(self) -> None:
+        """Close the kept path (the daemon stops); idempotent."""
+        path, self._path, self._audio = self._path, None, None
+        if path is not None:
+            path.close()
 
 
 class EchoPath:
@@ -347,6 +392,17 @@ class EchoPath:
         self._far_s = 0.0
         self._quiet_run_s = 0.0
         self._mic_power = self._out_power = 0.0
+
+    def resume(self) -> None:
+        """Continue with a new player and capture stream (EchoKeeper, after a reload), keeping what the engine
+        learned, the reference's delay estimate and the convergence: what belonged to the old streams goes
+        (the bypass's held samples, the echo_likeness window, the stretch of agent speech being watched)."""
+        self._tail = bytes(len(self._tail))
+        self._engine_ran = False
+        self._last_far = self._last_talking = None
+        self._quiet_run_s = self._collapsed_s = 0.0
+        self._recent_out.clear()
+        self._recent_ref.clear()
 
     def close(self) -> None:
         """Release the engine; idempotent. Frames pass through unchanged afterwards."""
