@@ -212,9 +212,7 @@ class MicPath:
             else:
                 # the ring's newest preroll_ms, or all of it when it holds less (a trigger soon after listening)
                 head = [f for f, _ in list(self._ring)[-self._preroll_frames :]] if self._preroll_frames else []
-                self._route = Route.SESSION
-            self._ring.clear()
-        self.capture.batch_s = SESSION_BATCH_S
+            self._to_session()
         self.session_audio = SessionAudio(head, int(MAX_HELD_AUDIO_S * 1000 / self._frame_ms))
         return self.session_audio
 
@@ -312,13 +310,18 @@ class MicPath:
                 self._ring.append((frame, voiced))
                 if triggered and self.gate.open():
                     self._pending = self._onset_head()
-                    self._route = Route.SESSION
-                    self._ring.clear()
-                    self.capture.batch_s = SESSION_BATCH_S
+                    self._to_session()
                     self._loop.call_soon_threadsafe(self._voice_wake)
             if self._route is Route.LISTEN and self._wake_vad is not None:
                 self.capture.batch_s = self._voice_batch_s if self._hot else self.listen_batch_s
         return session
+
+    def _to_session(self) -> None:
+        """Under the lock, at either trigger (begin_session, a voice wake): every later frame goes to the session,
+        the ring (already cut into the head) empties, the capture reads at the session's pace."""
+        self._route = Route.SESSION
+        self._ring.clear()
+        self.capture.batch_s = SESSION_BATCH_S
 
     def _onset_head(self) -> list[CaptureFrame]:
         """The ring from `preroll_ms` before the onset of the newest voiced stretch, through the newest frame.
