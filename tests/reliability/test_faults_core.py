@@ -105,6 +105,7 @@ async def test_the_watchdog_follows_the_path_not_only_the_device(
             await asyncio.sleep(1.5)
             assert broken.ran_at, "the path never ran the broken stage"
             assert rt.mic.failed.done()
+            assert isinstance(rt.mic.failed.exception(), RuntimeError)  # retrieved: no "never retrieved" at exit
             device_frame_at = rt.capture.last_frame_at
             assert device_frame_at is not None and device_frame_at > broken.ran_at[0] + 1.0, "the device kept going"
         finally:
