@@ -138,6 +138,7 @@ class EchoRun:
     mic: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     user_sent_at: int | None = None  # sample of `sent` when the user was fed
     turn_done: bool = False
+    echo: dict[str, Any] = field(default_factory=dict)  # the daemon's echo status when the session closed
 
     def barge_ins(self) -> list[str]:
         return [text for _t, kind, text in self.events if kind == "barge_in"]
@@ -177,6 +178,7 @@ async def echo_session(
                     assert daemon.trigger("test")
                     session = await sim.next_session(timeout=20)
                     await session.wait_closed(timeout=90)
+                    run.echo = dict(daemon.status()["echo"])
     finally:
         run.mic = np.frombuffer(rec.stop(), dtype="<i2")
     run.sent = bytes(session.input_audio)
@@ -222,8 +224,16 @@ async def test_the_wake_word_during_agent_speech_cuts_playback_and_the_command_r
     command = lab.say("stop the music and turn off the lights", "en-gb")
     user = word + lab.silence(150) + command
     run = await echo_session(pulse, tmp_path, agent, user, 4.0)
+    if not run.barge_ins() and run.echo.get("recoveries"):
+        # The canceller collapsed in the turn and was restarted, so local barge-in was disarmed when the user
+        # spoke (by design: it must not act on the agent's own voice). Seen once in CI, on a loaded machine
+        # (module-loopback, the test's echo path, re-times itself under load); not reproduced here in 7 runs,
+        # 4 of them with a core busy. Once more, in a fresh daemon; a second collapse fails.
+        print(f"the canceller collapsed ({run.echo}); the run is repeated once")
+        (tmp_path / "again").mkdir()
+        run = await echo_session(pulse, tmp_path / "again", agent, user, 4.0)
     cuts = run.barge_ins()
-    assert len(cuts) == 1 and cuts[0].startswith("wake word Okay Nabu"), run.events
+    assert len(cuts) == 1 and cuts[0].startswith("wake word Okay Nabu"), (run.echo, run.events)
     sent = np.frombuffer(run.sent, dtype="<i2")
     cmd = np.frombuffer(command, dtype="<i2")
     assert run.user_sent_at is not None
