@@ -227,8 +227,9 @@ async def test_the_wake_word_during_agent_speech_cuts_playback_and_the_command_r
     if not run.barge_ins() and run.echo.get("recoveries"):
         # The canceller collapsed in the turn and was restarted, so local barge-in was disarmed when the user
         # spoke (by design: it must not act on the agent's own voice). Seen once in CI, on a loaded machine
-        # (module-loopback, the test's echo path, re-times itself under load); not reproduced here in 7 runs,
-        # 4 of them with a core busy. Once more, in a fresh daemon; a second collapse fails.
+        # (a guess, not confirmed: module-loopback, the test's echo path, re-timing itself under load); not
+        # reproduced here in 7 runs, 4 of them with a core busy. Once more, in a fresh daemon; a second
+        # collapse fails.
         print(f"the canceller collapsed ({run.echo}); the run is repeated once")
         (tmp_path / "again").mkdir()
         run = await echo_session(pulse, tmp_path / "again", agent, user, 4.0)
