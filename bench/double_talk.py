@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Echo engines and microphone policies in the reverberant room with a non-linear loudspeaker, offline.
 
-    .venv/bin/python bench/double_talk.py [--seconds 10] [--first-turn]
+    .venv/bin/python bench/double_talk.py [--seconds 10] [--first-turn | --primed]
 
 The scene (vatel_edge/devkit/room.py: pyroomacoustics shoebox, RT60 0.4 s, loudspeaker 15 cm from the
 microphone with tanh soft clipping, the user 1.5 m away, noise -65 dBFS) plays agent speech at -26 dBFS
@@ -20,6 +20,11 @@ at the microphone, echo-free, at the stream's lag), echo-only frames that webrtc
 sent (>= -45 dBFS), the echo reduction after convergence, and when the path declared convergence.
 The room and the user are rendered offline; the engine runs in process (no sound server, no timing
 jitter): an upper bound for what the daemon reaches on real-time devices.
+
+`--primed`: the first turn with a fresh engine that has been fed, before it, a clip of an earlier agent turn
+in the same room (the raw microphone and the reference frames as the engine saw them), the way a daemon
+could carry what AEC3 learned across a restart without playing a sound; the clip's microphone shifted by a
+few samples stands for a device whose playback-to-capture delay changed between runs.
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ def engines() -> dict[str, Callable[[], EchoCanceller]]:
 
 
 def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: int, seconds: float,
-        echo_path: bool = True, lead: np.ndarray | None = None, likeness_below: float | None = None) -> Row:
+        echo_path: bool = True, lead: np.ndarray | None = None, likeness_below: float | None = None,
+        prime: tuple[np.ndarray, np.ndarray] | None = None) -> Row:
     """One row. `lead`: a sound played before the agent's turn (then 1 s of silence), for the canceller to
     learn on; `likeness_below`: also count the canceller converged once, after CONVERGE_S of reference
     audio, two checks 0.5 s apart found its output unlike the reference (echo_likeness below this) during
@@ -98,7 +104,12 @@ def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: i
     scene = render_parts(heard, user, off, setup=RoomSetup(user_distance_m=1.5))
     engine: EchoCanceller = make()
     latency = measure_latency(engine, FRAME_MS)
+    if prime is not None:
+        for k in range(prime[0].size // N):
+            engine.process(prime[0][k * N : (k + 1) * N].tobytes(), prime[1][k * N : (k + 1) * N].tobytes())
     path = EchoPath(engine, frame_ms=FRAME_MS, latency=latency)
+    if prime is not None:
+        path._converged = True  # the lab's variant of the latch (not in the daemon: docs/ECHO.md)
     gate = VoiceDetector(VadParams(min_speech_ms=120, window_ms=240))
     t0, ahead = 100.0, 10
     for k in range(ahead):
@@ -201,14 +212,54 @@ def first_turn(seconds: float) -> None:
                       f"{r.user_ok}/{r.user_blocks} | {r.echo_speech}/{r.echo_frames} |", flush=True)
 
 
+def priming_clip(seconds: float, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """An earlier agent turn in the same room, no user: (microphone, reference), `seconds` of agent speech
+    from 3 s into agent_answer.wav (other words than the turn's start), the microphone moved `shift` samples
+    later (negative: earlier) against the reference."""
+    agent = np.frombuffer(shipped_speech("agent_answer.wav"), dtype="<i2").astype(np.float64)
+    a = agent[FMT.samples(3000) :][: FMT.samples(seconds * 1000)]
+    a *= 10 ** (-26 / 20) / (np.sqrt(np.mean(a**2)) / 32768)
+    ref = np.clip(a, -32768, 32767).astype(np.int16)[: a.size // N * N]
+    mic = render_parts(ref, b"", 0, setup=RoomSetup(user_distance_m=1.5, seed=7)).mic[: ref.size]
+    if shift > 0:
+        mic = np.concatenate([np.zeros(shift, np.int16), mic])[: ref.size]
+    elif shift < 0:
+        mic = np.concatenate([mic[-shift:], np.zeros(-shift, np.int16)])
+    return mic, ref
+
+
+def primed(seconds: float) -> None:
+    """The first turn with AEC3 primed on a 4 s clip of an earlier turn and streamed from its first frame,
+    next to today's fresh engine muted until it converged."""
+    print("| engine before the turn | clip's mic shifted | user from | policy | user blocks reaching the server | "
+          "in its first 2.5 s | echo-only frames VAD calls speech | echo reduction |")
+    print("|---|---|---|---|---|---|---|---|")
+    name, make = next(iter(engines().items()))
+    cases: list[tuple[str, int | None, str]] = [("fresh", None, "mute-until-converged")]
+    cases += [("primed, 4 s clip", shift, "stream") for shift in (0, 48, 120, 240, -48)]
+    for label, shift, policy in cases:
+        for user_at in (0, 3000):
+            clip = priming_clip(4.0, shift) if shift is not None else None
+            r = run(name, make, policy, user_at, seconds, prime=clip)
+            moved = "-" if shift is None else f"{shift} samples ({1000 * shift / FMT.rate:.0f} ms)"
+            print(f"| {label} | {moved} | {user_at} ms | {policy} | {r.user_ok}/{r.user_blocks} | "
+                  f"{r.user_ok_first}/{r.user_first} | {r.echo_speech}/{r.echo_frames} "
+                  f"({100 * r.echo_speech / max(1, r.echo_frames):.1f} %) | {r.erle_db} dB |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--first-turn", action="store_true",
                         help="only the first-turn table: sounds before the turn, a convergence rule")
+    parser.add_argument("--primed", action="store_true",
+                        help="only the first-turn table with the engine primed on a clip of an earlier turn")
     args = parser.parse_args()
     if args.first_turn:
         first_turn(args.seconds)
+        return 0
+    if args.primed:
+        primed(args.seconds)
         return 0
     print("| engine | echo path | policy | user from | user blocks reaching the server | in its first 2.5 s | "
           "echo-only frames VAD calls speech | echo reduction | converged at |")
