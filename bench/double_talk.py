@@ -214,12 +214,10 @@ def first_turn(seconds: float) -> None:
 
 def priming_clip(seconds: float, shift: int) -> tuple[np.ndarray, np.ndarray]:
     """An earlier agent turn in the same room, no user: (microphone, reference), `seconds` of agent speech
-    from 3 s into agent_answer.wav (other words than the turn's start), the microphone moved `shift` samples
-    later (negative: earlier) against the reference."""
-    agent = np.frombuffer(shipped_speech("agent_answer.wav"), dtype="<i2").astype(np.float64)
-    a = agent[FMT.samples(3000) :][: FMT.samples(seconds * 1000)]
-    a *= 10 ** (-26 / 20) / (np.sqrt(np.mean(a**2)) / 32768)
-    ref = np.clip(a, -32768, 32767).astype(np.int16)[: a.size // N * N]
+    from 3 s into agent_answer.wav (other words than the turn's start; `lead_sound`'s, with its 20 ms
+    fades), the microphone moved `shift` samples later (negative: earlier) against the reference."""
+    ref = lead_sound("speech", seconds, -26.0)
+    ref = ref[: ref.size // N * N]
     mic = render_parts(ref, b"", 0, setup=RoomSetup(user_distance_m=1.5, seed=7)).mic[: ref.size]
     if shift > 0:
         mic = np.concatenate([np.zeros(shift, np.int16), mic])[: ref.size]
