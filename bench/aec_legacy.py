@@ -1,27 +1,22 @@
-"""The legacy WebRTC AEC (AEC2, Debian's webrtc-audio-processing 0.3) in bench/double_talk.py's room: a probe.
+"""The legacy WebRTC AEC (AEC2, Debian's webrtc-audio-processing 0.3) for bench/double_talk.py --legacy.
 
 AEC2 has the setting AEC3's Python bindings do not expose, a suppression level (low / moderate / high), but
-only a C++ API. This builds a small C shim (bench/aec_legacy_shim.cc) with g++ into a temporary directory,
-loads it with ctypes and runs bench/double_talk.py's `run()` (the reverberant non-linear room, the user at
-1.5 m, a 10 s agent turn, the daemon's EchoPath) for each level next to the shipped AEC3. Not used by the
-daemon. Needs: apt install g++ libwebrtc-audio-processing-dev.
-
-    .venv/bin/python bench/aec_legacy.py
+only a C++ API. `build` compiles a small C shim (bench/aec_legacy_shim.cc) with g++ and loads it with ctypes;
+`LegacyAec` is an EchoCanceller over it. Not used by the daemon. Needs: apt install g++
+libwebrtc-audio-processing-dev.
 """
 
 from __future__ import annotations
 
 import ctypes
 import subprocess
-import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import double_talk as dt
+from vatel_edge.audio.aec import EchoCanceller
+from vatel_edge.audio.format import VATEL_FORMAT as FMT
 
 _F = ctypes.POINTER(ctypes.c_float)
 LEVELS = {0: "low", 1: "moderate", 2: "high"}
@@ -55,13 +50,13 @@ class LegacyAec:
     def process(self, mic: bytes, ref: bytes) -> bytes:
         m = np.frombuffer(mic, "<i2").astype(np.float32) / 32768
         r = np.frombuffer(ref, "<i2").astype(np.float32) / 32768
-        n = dt.FMT.rate // 100
+        n = FMT.rate // 100
         out = np.empty_like(m)
         for i in range(0, m.size, n):
             rc, mc = np.ascontiguousarray(r[i : i + n]), np.ascontiguousarray(m[i : i + n])
             y = np.empty(n, np.float32)
-            e1 = self._lib.aec2_reverse(self._h, rc.ctypes.data_as(_F), n, dt.FMT.rate)
-            e2 = self._lib.aec2_process(self._h, mc.ctypes.data_as(_F), y.ctypes.data_as(_F), n, dt.FMT.rate, 0)
+            e1 = self._lib.aec2_reverse(self._h, rc.ctypes.data_as(_F), n, FMT.rate)
+            e2 = self._lib.aec2_process(self._h, mc.ctypes.data_as(_F), y.ctypes.data_as(_F), n, FMT.rate, 0)
             if e1 or e2:
                 raise RuntimeError(f"AEC2 error {e1} / {e2}")
             out[i : i + n] = y
@@ -77,26 +72,7 @@ class LegacyAec:
             self._h = None
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        lib = build(Path(tmp))
-        cases: list[tuple[str, dt.Callable[[], dt.EchoCanceller]]] = [
-            (f"AEC2, {name} suppression", lambda level=level: LegacyAec(lib, level)) for level, name in LEVELS.items()
-        ]
-        cases.append(("webrtc (AEC3, shipped)", lambda: dt.WebRtcEchoCanceller(dt.FMT, dt.FRAME_MS)))
-        print("| engine | policy | user from | user blocks reaching the server | in its first 2.5 s "
-              "| echo-only frames VAD calls speech | echo reduction | converged at (turn s) |")
-        print("|---|---|---|---|---|---|---|---|")
-        for name, make in cases:
-            for policy in ("stream", "mute-until-converged"):
-                for user_at in (0, 3000):
-                    r = dt.run(name, make, policy, user_at, 10.0)
-                    pct = 100 * r.echo_speech / max(1, r.echo_frames)
-                    print(f"| {name} | {policy} | {user_at} ms | {r.user_ok}/{r.user_blocks} | "
-                          f"{r.user_ok_first}/{r.user_first} | {r.echo_speech}/{r.echo_frames} ({pct:.1f} %) | "
-                          f"{r.erle_db} dB | {r.converged_s} |", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def legacy_engines(workdir: Path) -> dict[str, Callable[[], EchoCanceller]]:
+    """One engine per suppression level, the shim built into `workdir`."""
+    lib = build(workdir)
+    return {f"AEC2, {name} suppression": (lambda level=level: LegacyAec(lib, level)) for level, name in LEVELS.items()}

@@ -9,8 +9,6 @@ void* aec2_new(int level, int extended, int agnostic) {
   AudioProcessing* apm = AudioProcessing::Create(cfg);
   apm->echo_cancellation()->Enable(true);
   apm->echo_cancellation()->set_suppression_level(static_cast<EchoCancellation::SuppressionLevel>(level));
-  apm->echo_cancellation()->enable_metrics(true);
-  apm->echo_cancellation()->enable_delay_logging(true);
   apm->high_pass_filter()->Enable(false);
   return apm;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Echo engines and microphone policies in the reverberant room with a non-linear loudspeaker, offline.
 
-    .venv/bin/python bench/double_talk.py [--seconds 10] [--first-turn | --primed]
+    .venv/bin/python bench/double_talk.py [--seconds 10] [--first-turn | --primed | --legacy]
 
 The scene (vatel_edge/devkit/room.py: pyroomacoustics shoebox, RT60 0.4 s, loudspeaker 15 cm from the
 microphone with tanh soft clipping, the user 1.5 m away, noise -65 dBFS) plays agent speech at -26 dBFS
@@ -25,12 +25,16 @@ jitter): an upper bound for what the daemon reaches on real-time devices.
 in the same room (the raw microphone and the reference frames as the engine saw them), the way a daemon
 could carry what AEC3 learned across a restart without playing a sound; the clip's microphone shifted by a
 few samples stands for a device whose playback-to-capture delay changed between runs.
+
+`--legacy`: the main table for the legacy WebRTC AEC (AEC2) at each suppression level next to AEC3
+(bench/aec_legacy.py compiles its shim; needs g++ and libwebrtc-audio-processing-dev).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +256,8 @@ def main() -> int:
                         help="only the first-turn table: sounds before the turn, a convergence rule")
     parser.add_argument("--primed", action="store_true",
                         help="only the first-turn table with the engine primed on a clip of an earlier turn")
+    parser.add_argument("--legacy", action="store_true",
+                        help="the main table for the legacy WebRTC AEC's suppression levels next to AEC3")
     args = parser.parse_args()
     if args.first_turn:
         first_turn(args.seconds)
@@ -259,22 +265,34 @@ def main() -> int:
     if args.primed:
         primed(args.seconds)
         return 0
+    if args.legacy:
+        from aec_legacy import legacy_engines  # bench/aec_legacy.py (the script's directory is on sys.path)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            table(legacy_engines(Path(tmp)) | dict([next(iter(engines().items()))]), args.seconds, no_echo=False)
+        return 0
+    table(engines(), args.seconds, no_echo=True)
+    return 0
+
+
+def table(engs: dict[str, Callable[[], EchoCanceller]], seconds: float, *, no_echo: bool) -> None:
+    """The main table: each engine x policy x user onset; `no_echo`: also AEC3 with no echo path."""
     print("| engine | echo path | policy | user from | user blocks reaching the server | in its first 2.5 s | "
           "echo-only frames VAD calls speech | echo reduction | converged at |")
     print("|---|---|---|---|---|---|---|---|---|")
-    cases = [(name, make, policy, user_at, True) for name, make in engines().items() for policy in POLICIES
+    cases = [(name, make, policy, user_at, True) for name, make in engs.items() for policy in POLICIES
              for user_at in (0, 3000)]
-    webrtc = next(iter(engines().items()))
-    cases += [(*webrtc, policy, 0, False) for policy in ("mute-until-converged", "stream")]
+    if no_echo:
+        webrtc = next(iter(engines().items()))
+        cases += [(*webrtc, policy, 0, False) for policy in ("mute-until-converged", "stream")]
     for name, make, policy, user_at, echo_path in cases:
-        r = run(name, make, policy, user_at, args.seconds, echo_path)
+        r = run(name, make, policy, user_at, seconds, echo_path)
         conv = f"{r.converged_s:.2f} s" if r.converged_s is not None else "never"
         print(f"| {r.engine} | {'yes' if r.echo_path else 'none'} | {r.policy} | {r.user_at_ms} ms | "
               f"{r.user_ok}/{r.user_blocks} ({100 * r.user_ok / max(1, r.user_blocks):.0f} %) | "
               f"{r.user_ok_first}/{r.user_first} | "
               f"{r.echo_speech}/{r.echo_frames} ({100 * r.echo_speech / max(1, r.echo_frames):.1f} %) | "
-              f"{r.erle_db} dB | {conv} |")
-    return 0
+              f"{r.erle_db} dB | {conv} |", flush=True)
 
 
 if __name__ == "__main__":

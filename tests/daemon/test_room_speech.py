@@ -22,7 +22,15 @@ from vatel_edge.audio.aec import available_engines
 from vatel_edge.audio.format import VATEL_FORMAT
 from vatel_edge.config import WakeConfig
 from vatel_edge.devkit import room
-from vatel_edge.devkit.room_scene import finish, first_turn, room_daemon, session_lag, three_turns, wait_room
+from vatel_edge.devkit.room_scene import (
+    finish,
+    first_turn,
+    room_daemon,
+    session_lag,
+    three_turns,
+    wait_room,
+    where_blocks,
+)
 from vatel_edge.devkit.simulator import SimSession, Simulator
 from vatel_edge.devkit.simulator.script import wait_for_utterance
 from vatel_edge.devkit.speech import human_speech, speech_available
@@ -109,14 +117,17 @@ async def test_room_session_is_the_microphone_at_one_lag_outside_the_canceller_a
     n = FMT.samples(20)
     stretches = [(round(a / FMT.rate, 2), round(b / FMT.rate, 2)) for a, b in t.engine]
     assert t.bad.size == 0, (f"{t.bad.size} of {t.outside.size} blocks outside the canceller differ from the mic "
-                             f"at the session's lag: first at {t.bad[:5] * n / FMT.rate} s; "
-                             f"the canceller's stretches (s): {stretches}")
+                             f"at the session's lag: first at {t.bad[:5] * n / FMT.rate} s, in the recording at "
+                             f"lags {where_blocks(t.rec.received, t.rec.recorded, t.lag, t.bad[:5])} from the "
+                             f"session's; the canceller's stretches (s): {stretches}; echo path {t.rec.echo}; the "
+                             f"daemon's capture {t.rec.capture}; sent {t.rec.received.size}, recorded "
+                             f"{t.rec.recorded.size} samples")
     print(f"exact blocks before, between and after the canceller's stretches: {t.exact_between}")
     assert min(t.exact_between) >= 5, f"too little exact audio before, between or after the turns: {t.exact_between}"
     ok = sum(c >= 0.5 for c in t.corr)
     print(f"stream: lag {t.lag} samples, {t.outside.size} blocks outside the canceller all exact; "
           f"user blocks during agent audio correlating >= 0.5: {ok}/{len(t.corr)}; median {np.median(t.corr):.2f}; "
-          f"echo path {t.rec.echo}")
+          f"echo path {t.rec.echo}; capture {t.rec.capture}")
     assert t.corr, "the user did not speak during agent audio"
     assert max(t.corr) > 0.3, "nothing of the user correlates inside the canceller's stretches"
 

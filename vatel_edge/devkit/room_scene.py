@@ -123,6 +123,7 @@ class Recorded:
     session: SimSession
     events: list[tuple[str, str]] = field(default_factory=list)
     echo: dict[str, Any] = field(default_factory=dict)  # the daemon's EchoPath at the end (None: no engine)
+    capture: dict[str, int] = field(default_factory=dict)  # the daemon's Capture counters at the end
 
     def user_at_mic(self) -> npt.NDArray[np.float64]:
         """The user's part of the microphone, in recording samples."""
@@ -205,7 +206,25 @@ def finish(session: SimSession, rt: RealTimeRoom, recorder: SourceRecorder, daem
                     "erle_db": path.erle_db, "latency": path.latency, "stats": dict(path.stats)}
     except (AttributeError, RuntimeError):
         echo = {}
-    return Recorded(pcm(session.input_audio), recorded, rt.played(), offset, rt.speech, session, events, echo)
+    return Recorded(pcm(session.input_audio), recorded, rt.played(), offset, rt.speech, session, events, echo,
+                    capture_counters(daemon))
+
+
+def capture_counters(daemon: Daemon) -> dict[str, int]:
+    """The daemon's Capture counters now (overruns, dropped, reopens: samples the microphone lost)."""
+    capture = daemon.capture
+    return capture.stats if capture is not None else {}
+
+
+def where_blocks(received: Pcm, recorded: Pcm, lag: int, blocks: Sequence[int], n: int = FRAME) -> list[str]:
+    """For each block of `received`: where it is in the recording, as lags relative to `lag` ("+0" would be
+    exact; "-24" a block 24 samples early: skipped or repeated samples), or "nowhere" (values changed)."""
+    out = []
+    for k in blocks:
+        block = received[k * n : (k + 1) * n]
+        hits = exact_at(recorded, block) if np.abs(block.astype(np.int32)).max() >= 8 else []
+        out.append(",".join(f"{h - k * n - lag:+d}" for h in hits[:3]) or "nowhere")
+    return out
 
 
 def without_room(session: SimSession, recorder: SourceRecorder, speaker: SourceRecorder, scene: Rendered,
