@@ -124,6 +124,7 @@ class Recorded:
     events: list[tuple[str, str]] = field(default_factory=list)
     echo: dict[str, Any] = field(default_factory=dict)  # the daemon's EchoPath at the end (None: no engine)
     capture: dict[str, int] = field(default_factory=dict)  # the daemon's Capture counters at the end
+    room: dict[str, Any] = field(default_factory=dict)  # the real-time room's figures (RoomStatus) at the end
 
     def user_at_mic(self) -> npt.NDArray[np.float64]:
         """The user's part of the microphone, in recording samples."""
@@ -202,12 +203,18 @@ def finish(session: SimSession, rt: RealTimeRoom, recorder: SourceRecorder, daem
     path = daemon.echo if hasattr(daemon, "echo") else None
     try:
         if path is not None:
+            ref = path.reference
             echo = {"name": path.name, "converged": path.converged,
-                    "erle_db": path.erle_db, "latency": path.latency, "stats": dict(path.stats)}
+                    "erle_db": path.erle_db, "latency": path.latency, "stats": dict(path.stats),
+                    "reference": {**ref.stats, "delay_s": ref.delay_s, "estimated_delay_s": ref.estimated_delay_s}}
     except (AttributeError, RuntimeError):
         echo = {}
+    status = rt.status()
+    room = {"late_blocks": status.late_blocks, "blocks": status.blocks, "jitter_s": round(status.jitter_s, 4),
+            "backlog_s_max": round(status.backlog_s_max, 4), "process_s_max": round(status.process_s_max, 4),
+            "write_s_max": round(status.write_s_max, 4), "dropped": status.dropped, "errors": status.errors}
     return Recorded(pcm(session.input_audio), recorded, rt.played(), offset, rt.speech, session, events, echo,
-                    capture_counters(daemon))
+                    capture_counters(daemon), room)
 
 
 def capture_counters(daemon: Daemon) -> dict[str, int]:
