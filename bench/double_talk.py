@@ -38,6 +38,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import webrtcvad
@@ -45,7 +46,7 @@ import webrtcvad
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vatel_edge.audio.aec import EchoCanceller, measure_latency
-from vatel_edge.audio.aec_path import CONVERGE_S, EchoPath
+from vatel_edge.audio.aec_path import CONVERGE_S, QUARTILE_FRAMES, EchoPath
 from vatel_edge.audio.aec_speex import SpeexEchoCanceller
 from vatel_edge.audio.aec_webrtc import WebRtcEchoCanceller
 from vatel_edge.audio.capture import CaptureFrame
@@ -88,11 +89,12 @@ def engines() -> dict[str, Callable[[], EchoCanceller]]:
 
 def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: int, seconds: float,
         echo_path: bool = True, lead: np.ndarray | None = None, likeness_below: float | None = None,
-        prime: tuple[np.ndarray, np.ndarray] | None = None) -> Row:
+        prime: tuple[np.ndarray, np.ndarray] | None = None, quartile: bool = True) -> Row:
     """One row. `lead`: a sound played before the agent's turn (then 1 s of silence), for the canceller to
     learn on; `likeness_below`: also count the canceller converged once, after CONVERGE_S of reference
     audio, two checks 0.5 s apart found its output unlike the reference (echo_likeness below this) during
-    agent speech. Times and figures are counted from the start of the agent's turn."""
+    agent speech; `quartile`: the path's QUARTILE_FRAMES rule on (False: the smoothed echo reduction only,
+    as before 2026-12-03). Times and figures are counted from the start of the agent's turn."""
     agent = np.frombuffer(shipped_speech("agent_answer.wav"), dtype="<i2").astype(np.float64)
     agent = np.tile(agent, 3)[: FMT.samples(seconds * 1000)]
     agent *= 10 ** (-26 / 20) / (np.sqrt(np.mean(agent**2)) / 32768)
@@ -111,7 +113,7 @@ def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: i
     if prime is not None:
         for k in range(prime[0].size // N):
             engine.process(prime[0][k * N : (k + 1) * N].tobytes(), prime[1][k * N : (k + 1) * N].tobytes())
-    path = EchoPath(engine, frame_ms=FRAME_MS, latency=latency)
+    path = EchoPath(engine, frame_ms=FRAME_MS, latency=latency, quartile_frames=QUARTILE_FRAMES if quartile else 0)
     if prime is not None:
         path._converged = True  # the lab's variant of the latch (not in the daemon: docs/ECHO.md)
     gate = VoiceDetector(VadParams(min_speech_ms=120, window_ms=240))
@@ -197,8 +199,9 @@ def lead_sound(kind: str, seconds: float, level_dbfs: float) -> np.ndarray:
 
 
 def first_turn(seconds: float) -> None:
-    """The first agent turn after start with AEC3 and mute-until-converged, and two ways tried to shorten
-    its muted stretch: a sound played before it, and a convergence rule on echo_likeness."""
+    """The first agent turn after start with AEC3 and mute-until-converged, and ways tried to shorten its
+    muted stretch: a sound played before it, convergence rules on echo_likeness and (shipped 2026-12-03) on the
+    upper quartile of the per-frame echo reduction."""
     print("| before the turn | convergence | user from | converged at (turn s) | user blocks reaching the server "
           "| echo-only frames VAD calls speech |")
     print("|---|---|---|---|---|---|")
@@ -207,12 +210,16 @@ def first_turn(seconds: float) -> None:
              ("sweep 2 s -36 dBFS", ("sweep", 2.0, -36.0)), ("noise 1 s -26 dBFS", ("noise", 1.0, -26.0)),
              ("agent speech 1 s -26 dBFS", ("speech", 1.0, -26.0))]
     for label, spec in leads:
-        for rule in (None, 0.08) if spec is None else (None,):
+        rules: list[tuple[str, dict[str, Any]]] = [("today (smoothed or upper quartile)", {})]
+        if spec is None:
+            rules += [("smoothed only (before 2026-12-03)", {"quartile": False}),
+                      ("smoothed only + likeness < 0.08", {"quartile": False, "likeness_below": 0.08})]
+        for rule, kwargs in rules:
             for user_at in (0, 3000):
                 lead = lead_sound(*spec) if spec is not None else None
-                r = run(name, make, "mute-until-converged", user_at, seconds, lead=lead, likeness_below=rule)
+                r = run(name, make, "mute-until-converged", user_at, seconds, lead=lead, **kwargs)
                 conv = f"{r.converged_s:.2f}" if r.converged_s is not None else "never"
-                print(f"| {label} | {'today' if rule is None else f'+ likeness < {rule}'} | {user_at} ms | {conv} | "
+                print(f"| {label} | {rule} | {user_at} ms | {conv} | "
                       f"{r.user_ok}/{r.user_blocks} | {r.echo_speech}/{r.echo_frames} |", flush=True)
 
 

@@ -127,6 +127,59 @@ def test_converged_needs_reference_time_and_echo_reduction() -> None:
     assert erle is not None and erle > 30
 
 
+def _user_over_agent(engine: Recorder, seconds: float, *, converge_s: float = 0.5) -> tuple[EchoPath, list[bool]]:
+    """Loud reference for `seconds`, its echo at the mic unchanged, and a loud user (independent noise) on
+    three of every five frames (syllables and the gaps between them); `converged` after each frame."""
+    path = EchoPath(engine, frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=converge_s)
+    seen = []
+    for k in range(int(seconds / FRAME_S)):
+        ref = noise(N, 500 + k, level=12000)
+        user = np.frombuffer(noise(N, 7000 + k, level=9000), dtype="<i2").astype(np.int32) * (k % 5 < 3)
+        mic = np.clip(np.frombuffer(ref, dtype="<i2") + user, -32768, 32767).astype("<i2").tobytes()
+        path.on_written(ref, 20.0 + k * FRAME_S)
+        path.process(CaptureFrame(mic, 20.0 + (k + 1) * FRAME_S, k))
+        seen.append(path.converged)
+    return path, seen
+
+
+def test_a_user_talking_from_the_agents_first_word_does_not_hold_off_convergence() -> None:
+    """A canceller that removes the echo while the user talks over the agent from the start: the smoothed
+    echo reduction stays far below CONVERGED_ERLE_DB (the user is in the output), but the frames between the
+    user's syllables show the echo removed, so the path converges once QUARTILE_FRAMES of them are seen."""
+    path, seen = _user_over_agent(Recorder(), 3.0)
+    window_s = aec_path.QUARTILE_FRAMES * FRAME_S
+    assert True in seen, f"never converged (smoothed echo reduction {path.erle_db} dB)"
+    assert window_s - FRAME_S <= seen.index(True) * FRAME_S <= window_s + FRAME_S
+    erle = path.erle_db
+    assert erle is not None and erle < aec_path.CONVERGED_ERLE_DB  # the smoothed rule alone would still wait
+
+
+class Leaking(Recorder):
+    """A canceller that removes only 70 % of the echo amplitude (about 10 dB of echo reduction)."""
+
+    def process(self, mic: bytes, ref: bytes) -> bytes:
+        m = np.frombuffer(mic, dtype="<i2").astype(np.float64)
+        r = np.frombuffer(ref, dtype="<i2").astype(np.float64)
+        return bytes(np.clip(m - 0.7 * r, -32768, 32767).astype("<i2").tobytes())
+
+
+@pytest.mark.parametrize("user", [True, False], ids=["user-talking", "echo-only"])
+def test_a_leaking_canceller_never_converges_whether_or_not_the_user_talks(user: bool) -> None:
+    """About 10 dB of echo reduction: neither the smoothed figure nor the upper quartile of the frames reaches
+    CONVERGED_ERLE_DB, with or without a loud user over it (the user lowers the frames' figures)."""
+    if user:
+        _, seen = _user_over_agent(Leaking(), 4.0)
+    else:
+        path = EchoPath(Leaking(), frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=0.5)
+        seen = []
+        for k in range(int(4.0 / FRAME_S)):
+            ref = noise(N, 500 + k, level=12000)
+            path.on_written(ref, 20.0 + k * FRAME_S)
+            path.process(CaptureFrame(ref, 20.0 + (k + 1) * FRAME_S, k))
+            seen.append(path.converged)
+    assert not any(seen)
+
+
 class PassThrough(Recorder):
     """A canceller that has learned nothing: its output is the microphone."""
 
