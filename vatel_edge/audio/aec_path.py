@@ -389,8 +389,7 @@ class EchoPath:
             elif upper is not None and upper >= CONVERGED_ERLE_DB:
                 self._converged = True
                 log.info("echo canceller %s converged: %.0f dB echo reduction in the upper quartile of the last "
-                         "second's frames (%.0f dB smoothed: the user is talking over the agent)",
-                         self.name, upper, erle or 0.0)
+                         "second's frames (smoothed: %.0f dB)", self.name, upper, erle or 0.0)
 
     def _watch_collapse(self, erle: float | None) -> None:
         """COLLAPSED_ERLE_DB / COLLAPSED_S: reset a converged engine that lets the agent's voice through."""
