@@ -127,15 +127,15 @@ def test_converged_needs_reference_time_and_echo_reduction() -> None:
     assert erle is not None and erle > 30
 
 
-def _user_over_agent(engine: Recorder, seconds: float, *, converge_s: float = 0.5) -> tuple[EchoPath, list[bool]]:
-    """Loud reference for `seconds`, its echo at the mic unchanged, and a loud user (independent noise) on
-    three of every five frames (syllables and the gaps between them); `converged` after each frame."""
-    path = EchoPath(engine, frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=converge_s)
+def _user_over_agent(engine: Recorder, seconds: float, *, user: bool = True) -> tuple[EchoPath, list[bool]]:
+    """Loud reference for `seconds`, its echo at the mic unchanged, and (`user`) a loud user (independent
+    noise) on three of every five frames (syllables and the gaps between them); `converged` after each frame."""
+    path = EchoPath(engine, frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=0.5)
     seen = []
     for k in range(int(seconds / FRAME_S)):
         ref = noise(N, 500 + k, level=12000)
-        user = np.frombuffer(noise(N, 7000 + k, level=9000), dtype="<i2").astype(np.int32) * (k % 5 < 3)
-        mic = np.clip(np.frombuffer(ref, dtype="<i2") + user, -32768, 32767).astype("<i2").tobytes()
+        talk = np.frombuffer(noise(N, 7000 + k, level=9000), dtype="<i2").astype(np.int32) * (user and k % 5 < 3)
+        mic = np.clip(np.frombuffer(ref, dtype="<i2") + talk, -32768, 32767).astype("<i2").tobytes()
         path.on_written(ref, 20.0 + k * FRAME_S)
         path.process(CaptureFrame(mic, 20.0 + (k + 1) * FRAME_S, k))
         seen.append(path.converged)
@@ -167,16 +167,7 @@ class Leaking(Recorder):
 def test_a_leaking_canceller_never_converges_whether_or_not_the_user_talks(user: bool) -> None:
     """About 10 dB of echo reduction: neither the smoothed figure nor the upper quartile of the frames reaches
     CONVERGED_ERLE_DB, with or without a loud user over it (the user lowers the frames' figures)."""
-    if user:
-        _, seen = _user_over_agent(Leaking(), 4.0)
-    else:
-        path = EchoPath(Leaking(), frame_ms=FRAME_MS, reference=EchoReference(FMT, lead_s=0.0), converge_s=0.5)
-        seen = []
-        for k in range(int(4.0 / FRAME_S)):
-            ref = noise(N, 500 + k, level=12000)
-            path.on_written(ref, 20.0 + k * FRAME_S)
-            path.process(CaptureFrame(ref, 20.0 + (k + 1) * FRAME_S, k))
-            seen.append(path.converged)
+    _, seen = _user_over_agent(Leaking(), 4.0, user=user)
     assert not any(seen)
 
 

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -209,10 +209,7 @@ def finish(session: SimSession, rt: RealTimeRoom, recorder: SourceRecorder, daem
                     "reference": {**ref.stats, "delay_s": ref.delay_s, "estimated_delay_s": ref.estimated_delay_s}}
     except (AttributeError, RuntimeError):
         echo = {}
-    status = rt.status()
-    room = {"late_blocks": status.late_blocks, "blocks": status.blocks, "jitter_s": round(status.jitter_s, 4),
-            "backlog_s_max": round(status.backlog_s_max, 4), "process_s_max": round(status.process_s_max, 4),
-            "write_s_max": round(status.write_s_max, 4), "dropped": status.dropped, "errors": status.errors}
+    room = asdict(rt.status())
     return Recorded(pcm(session.input_audio), recorded, rt.played(), offset, rt.speech, session, events, echo,
                     capture_counters(daemon), room)
 
