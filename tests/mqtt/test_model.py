@@ -169,6 +169,7 @@ def _cfg(**mqtt: object) -> None:
 @pytest.mark.parametrize(("mqtt", "message"), [
     ({"url": "mqtt://broker.lan:1883"}, "plain mqtt:// to non-loopback host 'broker.lan' is refused"),
     ({"url": "http://broker"}, "expected mqtts://HOST[:PORT]"),
+    ({"url": "mqtts://broker:99999"}, 'mqtt.url: expected mqtts://HOST[:PORT] or mqtt://HOST[:PORT], got "mqtts://'),
     ({"url": "mqtts://u:p@broker"}, "must not contain user:password@"),
     ({"url": "mqtts://broker/x"}, "must not have a path"),
     ({"url": "mqtt://127.0.0.1", "ca_file": "/etc/ca.crt"}, "need an mqtts:// URL"),

@@ -9,6 +9,8 @@ Engines are optional extras, imported only inside `make_echo_canceller`, so the 
   * ``webrtc``: WebRTC AEC3 through the ``pywebrtc-audio`` wheel (best: ~41 dB ERLE on a synthetic room).
   * ``speex``: speexdsp's MDF canceller plus its residual-echo suppressor, through ctypes on the system
     ``libspeexdsp.so.1`` (Debian ``libspeexdsp1``; nothing to compile; ~28-35 dB).
+  * ``dtln``: DTLN-aec, a neural canceller (aec_dtln.py: the ``ai-edge-litert`` wheel and two model files),
+    which keeps the user's voice in double talk where AEC3 removes it; chosen by name only, not by ``auto``.
 docs/ECHO.md has the measurements behind this choice.
 """
 
@@ -28,12 +30,17 @@ from vatel_edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ENGINES: tuple[str, ...] = ("webrtc", "speex")
-"""Every engine vatel-edge knows, best first (the order `auto` tries)."""
+ENGINES: tuple[str, ...] = ("webrtc", "speex", "dtln")
+"""Every engine vatel-edge knows."""
+
+AUTO: tuple[str, ...] = ("webrtc", "speex")
+"""The engines `auto` tries, in order. Not dtln (yet): measured only on this x86 machine, not on a Pi's CPU,
+where it costs several times AEC3 (docs/ECHO.md, "DTLN-aec")."""
 
 _INSTALL_HINT = {
     "webrtc": "pip install pywebrtc-audio (the vatel-edge[aec] extra)",
     "speex": "apt-get install libspeexdsp1",
+    "dtln": "pip install ai-edge-litert (the vatel-edge[aec] extra), then python -m vatel_edge.audio.aec_dtln",
 }
 
 
@@ -68,12 +75,16 @@ def _probe(kind: str) -> bool:
         from vatel_edge.audio import aec_speex
 
         return aec_speex.available()
+    if kind == "dtln":
+        from vatel_edge.audio import aec_dtln
+
+        return aec_dtln.available()
     return False
 
 
 def available_engines() -> list[str]:
-    """The engines that can run here, best first."""
-    return [kind for kind in ENGINES if _probe(kind)]
+    """The engines `auto` may pick that can run here, in its order (dtln is only chosen by name)."""
+    return [kind for kind in AUTO if _probe(kind)]
 
 
 def resolve_engine(kind: str) -> str | None:
@@ -87,7 +98,7 @@ def resolve_engine(kind: str) -> str | None:
     if kind not in ENGINES:
         raise ConfigError(f"audio.echo_cancel: unknown engine {kind!r} (choose auto, {', '.join(ENGINES)} or off)")
     if not _probe(kind):
-        others = [k for k in available_engines() if k != kind]
+        others = [k for k in ENGINES if k != kind and _probe(k)]
         raise ConfigError(
             f"audio.echo_cancel = {kind!r}, but that engine is not installed here ({_INSTALL_HINT[kind]}); "
             f"installed: {', '.join(others) or 'none'}"
@@ -115,6 +126,10 @@ def make_echo_canceller(kind: str, frame_ms: int, rate: int = VATEL_FORMAT.rate)
         from vatel_edge.audio.aec_webrtc import WebRtcEchoCanceller
 
         engine = WebRtcEchoCanceller(fmt, frame_ms)
+    elif kind == "dtln":
+        from vatel_edge.audio.aec_dtln import DtlnEchoCanceller
+
+        engine = DtlnEchoCanceller(fmt, frame_ms)
     else:
         from vatel_edge.audio.aec_speex import SpeexEchoCanceller
 
@@ -123,16 +138,22 @@ def make_echo_canceller(kind: str, frame_ms: int, rate: int = VATEL_FORMAT.rate)
     return engine
 
 
+MAX_LATENCY_MS = 100
+"""The longest engine latency `measure_latency` looks for."""
+
+
 def measure_latency(engine: EchoCanceller, frame_ms: int, fmt: AudioFormat = VATEL_FORMAT) -> int:
     """How many samples `engine` delays the microphone by, measured on a scratch instance (then reset).
 
     A band-limited multi-tone (200 Hz - 5 kHz, speech-like, inside every engine's internal band) goes through
-    with a silent reference; the lag of the output's best correlation with the input is the latency. WebRTC
-    AEC3 at 24 kHz resamples inside and measures 224 samples (~9.3 ms); speex measures 0. The echo path
-    delays its bypass by the same amount, so the stream never jumps when the engine starts or stops.
+    with a silent reference; the lag of the output's best correlation with the input, up to MAX_LATENCY_MS,
+    is the latency. WebRTC AEC3 at 24 kHz resamples inside and measures 224 samples (~9.3 ms); speex one
+    frame (480 samples at 20 ms); DTLN-aec 1051 (~44 ms), at every frame length. The echo path delays its
+    bypass by the same amount, so the stream never jumps when the engine starts or stops.
     """
     n = fmt.samples(frame_ms)
-    frames = max(12, -(-1200 // frame_ms))  # ~1.2 s, at least 12 frames
+    max_lag = max(2 * n, fmt.samples(MAX_LATENCY_MS))
+    frames = max(12, -(-1200 // frame_ms), -(-3 * max_lag // n))  # ~1.2 s, at least 12 frames and 3 max lags
     rng = np.random.default_rng(7)
     t = np.arange(n * frames) / fmt.rate
     freqs = rng.uniform(200.0, 5000.0, 24)
@@ -146,10 +167,10 @@ def measure_latency(engine: EchoCanceller, frame_ms: int, fmt: AudioFormat = VAT
     engine.reset()
     skip = n * (frames // 3)  # past the engine's start-up transient
     ref = x[skip : skip + n * (frames // 3)].astype(np.float64)
-    seg = out[skip : skip + ref.size + 2 * n]
+    seg = out[skip : skip + ref.size + max_lag]
     size = 1 << int(np.ceil(np.log2(seg.size + ref.size)))
     corr = np.fft.irfft(np.fft.rfft(seg, size) * np.conj(np.fft.rfft(ref, size)), size)
-    return int(np.argmax(corr[: 2 * n + 1]))
+    return int(np.argmax(corr[: max_lag + 1]))
 
 
 # --------------------------------------------------------------------------------------------------------------

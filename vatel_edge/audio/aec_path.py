@@ -202,7 +202,9 @@ class EchoPath:
         self._engine: EchoCanceller | None = canceller
         self.latency = latency
         self._tail = bytes(2 * latency)  # the newest `latency` input samples: what the bypass outputs first
-        self._engine_ran = False  # the previous frame went through the engine (its internal delay line is ours)
+        # bytes of engine output still to replace with held samples: after the engine (re)starts, its first
+        # `latency` output samples are from its last run (or zeros); any latency, also longer than a frame
+        self._stale = len(self._tail)
         self.name = canceller.name
         self.reference = reference or EchoReference(fmt, self_aligning_s=SELF_ALIGNING_S.get(canceller.name))
         self._nbytes = fmt.nbytes(frame_ms)
@@ -212,11 +214,13 @@ class EchoPath:
         self._converge_s = converge_s
         self._last_far: float | None = None  # capture time of the newest frame with reference audio
         self._far_s = 0.0  # reference audio processed so far (seconds)
-        self._converged = False
+        # an engine without an adaptive filter (DTLN-aec) cancels from its first frame: nothing to wait for
+        self._adaptive: bool = getattr(canceller, "needs_convergence", True)
+        self._converged = not self._adaptive
         self._mic_power = 0.0
         self._out_power = 0.0
-        self._quartile_frames = quartile_frames
-        self._frame_erle: deque[float] = deque(maxlen=max(1, quartile_frames))  # dB, loud-reference frames
+        # dB, one per loud-reference frame; filled from the first one, so the window is whole at CONVERGE_S
+        self._frame_erle: deque[float] = deque(maxlen=max(0, quartile_frames))
         self._last_talking: float | None = None  # capture time of the newest frame with loud reference audio
         self._talk_since = 0.0  # capture time the current stretch of agent speech began
         self._quiet_run_s = 0.0
@@ -283,12 +287,14 @@ class EchoPath:
             self.close()
             return self._bypass(frame)
         if self.latency:
-            if not self._engine_ran:
+            held = self._tail + frame.pcm  # the held samples, then this frame: the bypass's stream
+            if self._stale:
                 # The engine's first `latency` output samples are from its last run (or zeros): the stream
                 # continues with the real samples the bypass held instead.
-                out = self._tail + out[len(self._tail) :]
-            self._tail = frame.pcm[len(frame.pcm) - len(self._tail) :]
-        self._engine_ran = True
+                k = min(self._stale, len(out))
+                out = held[:k] + out[k:]
+                self._stale -= k
+            self._tail = held[len(frame.pcm) :]
         self.stats["cancelled"] += 1
         if far or not self._converged:
             # the mean powers of the three signals in one pass (per-frame numpy calls are what costs here)
@@ -355,7 +361,7 @@ class EchoPath:
 
     def _bypass(self, frame: CaptureFrame) -> CaptureFrame:
         """The frame uncancelled, delayed by the engine's latency (so the stream's lag never changes)."""
-        self._engine_ran = False
+        self._stale = len(self._tail)
         if self.latency:
             joined = self._tail + frame.pcm
             self._tail = joined[len(frame.pcm) :]
@@ -381,7 +387,7 @@ class EchoPath:
         frames.append(10.0 * math.log10((p_mic + 1.0) / (p_out + 1.0)))
         if self._far_s >= self._converge_s:
             quiet = self._out_power < _QUIET_POWER
-            full = self._quartile_frames > 0 and len(frames) == self._quartile_frames
+            full = 0 < len(frames) == frames.maxlen
             upper = sorted(frames)[len(frames) * 3 // 4] if full else None
             if quiet or (erle is not None and erle >= CONVERGED_ERLE_DB):
                 self._converged = True
@@ -410,8 +416,8 @@ class EchoPath:
         engine = self._engine
         if engine is not None:
             engine.reset()
-        self._engine_ran = False  # the engine's delay line restarted: the next frame takes the held samples
-        self._converged = False
+        self._stale = len(self._tail)  # the engine's delay line restarted: the next frames take the held samples
+        self._converged = not self._adaptive
         self._far_s = 0.0
         self._quiet_run_s = 0.0
         self._mic_power = self._out_power = 0.0
@@ -422,7 +428,7 @@ class EchoPath:
         learned, the reference's delay estimate and the convergence: what belonged to the old streams goes
         (the bypass's held samples, the echo_likeness window, the stretch of agent speech being watched)."""
         self._tail = bytes(len(self._tail))
-        self._engine_ran = False
+        self._stale = len(self._tail)
         self._last_far = self._last_talking = None
         self._quiet_run_s = self._collapsed_s = 0.0
         self._recent_out.clear()

@@ -86,8 +86,8 @@ class AudioConfig:
     prebuffer_ms: int = opt(60, "Jitter prebuffer at the start of each agent turn.", min=0, max=1000)
     volume: float = opt(1.0, "Software gain for agent audio (1.0 = unchanged), clipped.", min=0.0, max=4.0)
     echo_cancel: str = opt(
-        "auto", "Echo canceller: auto (best installed), webrtc, speex or off.",
-        choices=("auto", "webrtc", "speex", "off"),
+        "auto", "Echo canceller: auto (webrtc, else speex, if installed), webrtc, speex, dtln (neural) or off.",
+        choices=("auto", "webrtc", "speex", "dtln", "off"),
     )
     mic_during_playback: str = opt(
         "auto", "While the agent speaks: stream the mic, or mute it (auto: stream with AEC).",

@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from vatel_edge.config.schema import SECTIONS, AudioConfig, MqttConfig, VatelConfig, WakeConfig
 from vatel_edge.errors import ConfigError
@@ -196,22 +196,33 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_vatel(v: VatelConfig) -> list[str]:
-    """The base URL: http(s), a host, no credentials, plain http only to loopback unless allowed."""
-    shown = describe_value(v.base_url)
+def _split_url(key: str, url: str, schemes: tuple[str, ...], expected: str,
+               credentials: str) -> tuple[SplitResult, str] | str:
+    """`url` split, with its hostname; or the problem with `key`: not one of `schemes`, no host, a bad port,
+    user:password@ (not echoed: the URL carries a secret; `credentials` says where they go instead)."""
+    shown = describe_value(url)
     try:
-        parts = urlsplit(v.base_url)
+        parts = urlsplit(url)
         hostname = parts.hostname
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:
-        return [f"vatel.base_url: expected an http(s) URL, got {shown} ({exc})"]
-    if parts.scheme not in ("https", "http") or not hostname:
-        return [f"vatel.base_url: expected an http(s) URL, got {shown}"]
+        return f"{key}: expected {expected}, got {shown} ({exc})"
+    if parts.scheme not in schemes or not hostname:
+        return f"{key}: expected {expected}, got {shown}"
     if parts.username is not None or parts.password is not None:
-        # Not echoed: the URL carries a secret.
-        return ["vatel.base_url: must not contain user:password@ (the key goes in vatel.api_key_env or a key file)"]
+        return f"{key}: must not contain user:password@ ({credentials})"
+    return parts, hostname
+
+
+def _check_vatel(v: VatelConfig) -> list[str]:
+    """The base URL: http(s), a host, no credentials, plain http only to loopback unless allowed."""
+    split = _split_url("vatel.base_url", v.base_url, ("https", "http"), "an http(s) URL",
+                       "the key goes in vatel.api_key_env or a key file")
+    if isinstance(split, str):
+        return [split]
+    parts, hostname = split
     if parts.query or parts.fragment:
-        return [f"vatel.base_url: must not have a query or fragment, got {shown}"]
+        return [f"vatel.base_url: must not have a query or fragment, got {describe_value(v.base_url)}"]
     if parts.scheme == "http" and not v.allow_insecure and not _is_loopback(hostname):
         return [
             f"vatel.base_url: plain http (and so ws://) to non-loopback host {hostname!r} is refused; "
@@ -222,19 +233,13 @@ def _check_vatel(v: VatelConfig) -> list[str]:
 
 def _check_mqtt(m: MqttConfig) -> list[str]:
     """The broker URL: mqtt(s)://HOST[:PORT], no credentials; plain mqtt only to loopback unless allowed."""
-    shown = describe_value(m.url)
-    try:
-        parts = urlsplit(m.url)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError as exc:
-        return [f"mqtt.url: expected mqtts://HOST[:PORT], got {shown} ({exc})"]
-    if parts.scheme not in ("mqtts", "mqtt") or not hostname:
-        return [f"mqtt.url: expected mqtts://HOST[:PORT] or mqtt://HOST[:PORT], got {shown}"]
-    if parts.username is not None or parts.password is not None:
-        return ["mqtt.url: must not contain user:password@ (use mqtt.username and mqtt.password_file)"]
+    split = _split_url("mqtt.url", m.url, ("mqtts", "mqtt"), "mqtts://HOST[:PORT] or mqtt://HOST[:PORT]",
+                       "use mqtt.username and mqtt.password_file")
+    if isinstance(split, str):
+        return [split]
+    parts, hostname = split
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return [f"mqtt.url: must not have a path, query or fragment, got {shown}"]
+        return [f"mqtt.url: must not have a path, query or fragment, got {describe_value(m.url)}"]
     problems = []
     if parts.scheme == "mqtt" and not m.allow_insecure and not _is_loopback(hostname):
         problems.append(f"mqtt.url: plain mqtt:// to non-loopback host {hostname!r} is refused; use mqtts://, or "
