@@ -26,6 +26,8 @@ in the same room (the raw microphone and the reference frames as the engine saw 
 could carry what AEC3 learned across a restart without playing a sound; the clip's microphone shifted by a
 few samples stands for a device whose playback-to-capture delay changed between runs.
 
+The main table includes DTLN-aec (`audio.echo_cancel = "dtln"`) when its interpreter and models are installed.
+
 `--legacy`: the main table for the legacy WebRTC AEC (AEC2) at each suppression level next to AEC3
 (bench/aec_legacy.py compiles its shim; needs g++ and libwebrtc-audio-processing-dev).
 """
@@ -45,6 +47,7 @@ import webrtcvad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from vatel_edge.audio import aec_dtln
 from vatel_edge.audio.aec import EchoCanceller, measure_latency
 from vatel_edge.audio.aec_path import CONVERGE_S, QUARTILE_FRAMES, EchoPath
 from vatel_edge.audio.aec_speex import SpeexEchoCanceller
@@ -79,12 +82,15 @@ class Row:
 
 
 def engines() -> dict[str, Callable[[], EchoCanceller]]:
-    return {
+    found: dict[str, Callable[[], EchoCanceller]] = {
         "webrtc (AEC3, the binding's only setting)": lambda: WebRtcEchoCanceller(FMT, FRAME_MS),
         "speex (suppress -40/-15 dB, default)": lambda: SpeexEchoCanceller(FMT, FRAME_MS),
         "speex (suppress -60/-30 dB)": lambda: SpeexEchoCanceller(FMT, FRAME_MS, echo_suppress_db=-60,
                                                                   echo_suppress_active_db=-30),
     }
+    if aec_dtln.available():
+        found["dtln (DTLN-aec 128)"] = lambda: aec_dtln.DtlnEchoCanceller(FMT, FRAME_MS)
+    return found
 
 
 def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: int, seconds: float,

@@ -20,8 +20,9 @@ APT_BUILD_PACKAGES=(python3-venv python3-dev gcc pkg-config libasound2-dev libsy
 APT_RUNTIME_PACKAGES=(libasound2 libspeexdsp1 alsa-utils)
 APT_PACKAGES=("${APT_BUILD_PACKAGES[@]}" "${APT_RUNTIME_PACKAGES[@]}")
 # The user-facing extras of vatel-edge (pyproject.toml [project.optional-dependencies]), all installed: aec is
-# the WebRTC echo canceller, wakeword the on-device wake word, mqtt the MQTT bridge and metrics file. An extra
-# pyproject.toml does not declare (yet) is skipped. Adding an extra to the product is one word here.
+# the WebRTC echo canceller (and the DTLN-aec interpreter), wakeword the on-device wake word, mqtt the MQTT bridge
+# and metrics file. An extra pyproject.toml does not declare (yet) is skipped. Adding an extra to the product is
+# one word here.
 EXTRAS=(aec wakeword mqtt)
 
 usage() {

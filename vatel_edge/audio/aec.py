@@ -138,6 +138,9 @@ def make_echo_canceller(kind: str, frame_ms: int, rate: int = VATEL_FORMAT.rate)
     return engine
 
 
+LEAD_S = 0.02
+"""How far EchoReference hands the reference over ahead of its echo, by default (see EchoReference)."""
+
 MAX_LATENCY_MS = 100
 """The longest engine latency `measure_latency` looks for."""
 
@@ -262,7 +265,7 @@ class EchoReference:
         max_delay_s: float = 0.3,
         min_delay_s: float = -0.1,
         initial_delay_s: float = 0.0,
-        lead_s: float = 0.02,
+        lead_s: float = LEAD_S,
         window_s: float = 4.0,
         min_window_s: float = 1.5,
         update_s: float = 0.5,

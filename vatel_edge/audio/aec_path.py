@@ -22,7 +22,14 @@ from collections import deque
 
 import numpy as np
 
-from vatel_edge.audio.aec import EchoCanceller, EchoReference, make_echo_canceller, measure_latency, resolve_engine
+from vatel_edge.audio.aec import (
+    LEAD_S,
+    EchoCanceller,
+    EchoReference,
+    make_echo_canceller,
+    measure_latency,
+    resolve_engine,
+)
 from vatel_edge.audio.capture import CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT, AudioFormat, power_of_dbfs
 from vatel_edge.config import AudioConfig, Config
@@ -94,6 +101,14 @@ ECHO_LIKE_MAX_LAG_S = 0.35
 SELF_ALIGNING_S: dict[str, float] = {"webrtc": 0.25}
 """Engines that find the echo delay themselves, and the echo lag (s) they cover: the reference is moved under
 them only outside it (moving it re-costs AEC3 ~3 s of convergence, measured in the PulseAudio room)."""
+
+REFERENCE_LEAD_S: dict[str, float] = {"dtln": 0.04}
+"""Engines whose reference must lead its echo by more than EchoReference's default (LEAD_S, 20 ms), and by
+how much.
+DTLN-aec (a causal model trained on loopback that leads the echo) loses the user when the reference lags the
+echo: replayed offline on a real-time room recording (docs/ECHO.md), 16/73 user blocks with the reference 10 ms
+late, 45/73 exactly aligned, 57-59/73 leading by 10-40 ms, 48/73 by 80 ms. 40 ms keeps it leading when the
+delay estimate is off or not yet made (the rig's echo came 20-32 ms after the playback clock's prediction)."""
 
 _TALKING_POWER = power_of_dbfs(TALKING_DBFS)
 _QUIET_POWER = power_of_dbfs(QUIET_DBFS)
@@ -206,7 +221,8 @@ class EchoPath:
         # `latency` output samples are from its last run (or zeros); any latency, also longer than a frame
         self._stale = len(self._tail)
         self.name = canceller.name
-        self.reference = reference or EchoReference(fmt, self_aligning_s=SELF_ALIGNING_S.get(canceller.name))
+        self.reference = reference or EchoReference(fmt, self_aligning_s=SELF_ALIGNING_S.get(canceller.name),
+                                                    lead_s=REFERENCE_LEAD_S.get(canceller.name, LEAD_S))
         self._nbytes = fmt.nbytes(frame_ms)
         self._frame_s = frame_ms / 1000.0
         self._silence = bytes(self._nbytes)
