@@ -9,6 +9,8 @@ a session (mic.SESSION_BATCH_S; the second frame of a drain runs warm, so this i
 floor is the same engine on the same frames.
 
     .venv/bin/python bench/echo_frame.py [frames]
+
+Run alone it also measures DTLN-aec per frame (audio.echo_cancel = "dtln"), with AEC3 alone as the floor.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.measure import Figure, median
+from vatel_edge.audio import aec_dtln
 from vatel_edge.audio.aec import available_engines, make_echo_canceller
 from vatel_edge.audio.aec_path import open_echo_path
 from vatel_edge.audio.capture import CaptureFrame
@@ -49,8 +52,8 @@ def _frames(count: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _engine_us(frames: list[tuple[bytes, bytes]]) -> float:
-    engine = make_echo_canceller("webrtc", FRAME_MS)
+def _engine_us(frames: list[tuple[bytes, bytes]], kind: str = "webrtc") -> float:
+    engine = make_echo_canceller(kind, FRAME_MS)
     assert engine is not None
     total = 0
     for ref, mic in frames:
@@ -99,6 +102,24 @@ def echo_path_frame(count: int, repeat: int) -> Figure:
                   samples=paths, floor_samples=engines)
 
 
+def dtln_frame(count: int, repeat: int) -> Figure:
+    """DTLN-aec's CPU per frame (audio.echo_cancel = "dtln"), next to AEC3's on the same frames, alternating."""
+    if not aec_dtln.available() or "webrtc" not in available_engines():
+        raise RuntimeError("needs both dtln and webrtc installed")
+    frames = _frames(count)
+    dtln = [_engine_us(frames, "dtln") for _ in range(repeat)]
+    webrtc = [_engine_us(frames) for _ in range(repeat)]
+    value, floor = median(dtln), median(webrtc)
+    if value is None or floor is None:
+        raise ValueError(f"dtln_frame needs at least one round (repeat={repeat})")
+    return Figure("dtln_frame", "DTLN-aec per session frame, in process (20 ms between frames)", "us/frame",
+                  value, floor, "the WebRTC canceller alone, same frames",
+                  note=f"{count} frames x {repeat}; {value / (10 * FRAME_MS):.1f} % of a core here",
+                  samples=dtln, floor_samples=webrtc)
+
+
 if __name__ == "__main__":
-    fig = echo_path_frame(int(sys.argv[1]) if len(sys.argv) > 1 else 500, 3)
-    print(f"{fig.title}: {fig.value:.0f} us against {fig.floor:.0f} us ({fig.floor_name}); {fig.note}")
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    figs = [echo_path_frame(count, 3)] + ([dtln_frame(count, 3)] if aec_dtln.available() else [])
+    for fig in figs:
+        print(f"{fig.title}: {fig.value:.0f} us against {fig.floor:.0f} us ({fig.floor_name}); {fig.note}")

@@ -267,7 +267,8 @@ async def measure(pulse: PulseServer, work: Path, wakes: int, barge_ins: int, en
                                  echo=echo, setup=RoomSetup(user_distance_m=1.5))
             r["first_turn_echo" if echo else "first_turn_no_echo"] = {
                 "deaf_ms": f.deaf_ms, "ok": sum(c >= 0.5 for c in f.during), "blocks": len(f.during),
-                "pct": 100.0 * sum(c >= 0.5 for c in f.during) / max(1, len(f.during)), "echo": f.rec.echo}
+                "pct": 100.0 * sum(c >= 0.5 for c in f.during) / max(1, len(f.during)), "echo": f.rec.echo,
+                "room": f.rec.room, "capture": f.rec.capture}
         print(f"{engine}: echo-only turn and barge-ins ...", file=sys.stderr, flush=True)
         r["barge_in"] = await echo_and_barge_ins(pulse, work, barge_ins, engine)
         out["engines"][engine] = r

