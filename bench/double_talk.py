@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webrtcvad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -54,8 +53,8 @@ from vatel_edge.audio.aec_speex import SpeexEchoCanceller
 from vatel_edge.audio.aec_webrtc import WebRtcEchoCanceller
 from vatel_edge.audio.capture import CaptureFrame
 from vatel_edge.audio.format import VATEL_FORMAT as FMT
-from vatel_edge.audio.resample import Resampler
 from vatel_edge.audio.vad import VadParams, VoiceDetector
+from vatel_edge.devkit.aec_lab import score_double_talk
 from vatel_edge.devkit.fixtures import shipped_speech
 from vatel_edge.devkit.room import RoomSetup, render_parts
 from vatel_edge.devkit.speech import human_speech
@@ -154,32 +153,13 @@ def run(name: str, make: Callable[[], EchoCanceller], policy: str, user_at_ms: i
         sent.append(np.zeros(N) if mute else np.frombuffer(out.pcm, dtype="<i2").astype(np.float64))
     y = np.concatenate(sent)
     block = FMT.samples(100)
-    ok = total = ok_first = first = 0
-    for s in range(off, off + user.size - block, block):
-        ref = scene.user[s : s + block]
-        if np.sqrt(np.mean(ref**2)) < 32768 * 10 ** (-45 / 20):
-            continue
-        got = y[s + latency : s + latency + block]
-        c = float(np.corrcoef(got, ref)[0, 1]) if got.any() else 0.0
-        total += 1
-        ok += c >= 0.5
-        if s < off + FMT.samples(2500):
-            first += 1
-            ok_first += c >= 0.5
-    vad = webrtcvad.Vad(2)
-    speech = frames = 0
     quiet_user = list(range(turn, off - block, N)) + list(range(off + user.size + block, agent_pcm.size - N, N))
-    for s in quiet_user:
-        if np.sqrt(np.mean(scene.echo[s : s + N] ** 2)) < 32768 * 10 ** (-50 / 20):
-            continue
-        fr = y[s + latency : s + latency + N]
-        level = 20 * np.log10(np.sqrt(np.mean(fr**2)) / 32768 + 1e-9)
-        down = Resampler(FMT.rate, 8000).process(fr.astype(np.int16))
-        frames += 1
-        speech += bool(level >= -45 and vad.is_speech(down[:160].astype("<i2").tobytes(), 8000))
+    score = score_double_talk(y, scene.user, scene.echo, user_span=(off, off + user.size), echo_only=quiet_user,
+                              latency=latency, rate=FMT.rate)
     erle = path.erle_db
-    return Row(name, policy, echo_path, user_at_ms, ok, total, ok_first, first, speech, frames,
-               None if erle is None else round(erle, 1), converged_at)
+    return Row(name, policy, echo_path, user_at_ms, score.user_ok, score.user_blocks, score.user_ok_first,
+               score.user_first, score.echo_voiced, score.echo_frames, None if erle is None else round(erle, 1),
+               converged_at)
 
 
 def lead_sound(kind: str, seconds: float, level_dbfs: float) -> np.ndarray:

@@ -206,3 +206,51 @@ def erle_db(scene: Scene, out: Pcm, n: int, *, skip_s: float = 2.0) -> float:
     mic_p = frame_power(scene.mic, n)[: out.size // n][mask[: out.size // n]]
     out_p = frame_power(out, n)[mask[: out.size // n]]
     return float(10 * np.log10(mic_p.sum() / max(out_p.sum(), 1e-9)))
+
+
+@dataclass(frozen=True)
+class DoubleTalkScore:
+    """What reached the server in a double-talk scene (bench/double_talk.py, tests/aec/test_dtln.py)."""
+
+    user_ok: int  # loud 100 ms blocks of the user's speech that arrived correlating >= 0.5 with it
+    user_blocks: int
+    user_ok_first: int  # ... of them in the user's first 2.5 s
+    user_first: int
+    echo_voiced: int  # echo-only 20 ms frames that webrtcvad (aggressiveness 2, >= -45 dBFS) calls speech
+    echo_frames: int
+
+
+def score_double_talk(sent: Signal, user: Signal, echo: Signal, *, user_span: tuple[int, int],
+                      echo_only: list[int], latency: int, rate: int) -> DoubleTalkScore:
+    """Score `sent` (what would reach the server, `latency` samples behind the microphone) against the user's
+    clean speech at the microphone (`user`, speaking in `user_span`) and the echo alone (`echo`); `echo_only`:
+    the start of every 20 ms frame where only the agent sounds (frames whose echo is below -50 dBFS skipped)."""
+    import webrtcvad
+
+    from vatel_edge.audio.resample import Resampler
+
+    block, frame = rate // 10, rate // 50
+    start, end = user_span
+    ok = total = ok_first = first = 0
+    for s in range(start, end - block, block):
+        ref = user[s : s + block]
+        if np.sqrt(np.mean(ref**2)) < 32768 * 10 ** (-45 / 20):
+            continue
+        got = sent[s + latency : s + latency + block]
+        hit = got.size == block and bool(got.any()) and float(np.corrcoef(got, ref)[0, 1]) >= 0.5
+        total += 1
+        ok += hit
+        if s < start + rate * 5 // 2:
+            first += 1
+            ok_first += hit
+    vad = webrtcvad.Vad(2)
+    voiced = frames = 0
+    for s in echo_only:
+        if np.sqrt(np.mean(echo[s : s + frame] ** 2)) < 32768 * 10 ** (-50 / 20):
+            continue
+        fr = sent[s + latency : s + latency + frame]
+        level = 20 * np.log10(np.sqrt(np.mean(fr**2)) / 32768 + 1e-9)
+        down = Resampler(rate, 8000).process(fr.astype(np.int16))
+        frames += 1
+        voiced += bool(level >= -45 and vad.is_speech(down[:160].astype("<i2").tobytes(), 8000))
+    return DoubleTalkScore(ok, total, ok_first, first, voiced, frames)
