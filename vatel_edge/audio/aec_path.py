@@ -110,7 +110,7 @@ how much.
 DTLN-aec (a causal model trained on loopback that leads the echo) loses the user when the reference lags the
 echo: replayed offline on a real-time room recording (docs/ECHO.md), 16/73 user blocks with the reference 10 ms
 late, 45/73 exactly aligned, 57-59/73 leading by 10-40 ms, 48/73 by 80 ms. 40 ms keeps it leading when the
-delay estimate is off or not yet made (the rig's echo came 20-32 ms after the playback clock's prediction)."""
+delay estimate is off or not yet made (the rig's echo came 5-34 ms after the playback clock's prediction)."""
 
 _TALKING_POWER = power_of_dbfs(TALKING_DBFS)
 _QUIET_POWER = power_of_dbfs(QUIET_DBFS)
