@@ -56,14 +56,16 @@ path.on_written(ref * 10, now - 0.1)  # 200 ms of speaker output around the capt
 processed = path.process(CaptureFrame(mic, now, 0))
 out["path"] = {"name": path.name, "stats": path.stats, "bytes": len(processed.pcm)}
 path.close()
-for kind in ("webrtc", "speex"):
+for kind in ("webrtc", "speex", "dtln"):
     engine = make_echo_canceller(kind, frame_ms)
     result = engine.process(mic, ref)
     engine.close()
     out["engines"][kind] = {"name": engine.name, "module": sys.modules[type(engine).__module__].__file__,
                             "bytes": len(result)}
 import pywebrtc_audio
+from vatel_edge.audio import aec_dtln
 out["pywebrtc_audio"] = pywebrtc_audio.__file__
+out["dtln_models"] = str(aec_dtln.model_dir())
 out["libspeexdsp"] = sorted({line.split()[-1] for line in open("/proc/self/maps") if "libspeexdsp" in line})
 print(json.dumps(out))
 """
@@ -123,8 +125,9 @@ def test_every_user_facing_extra_is_installed(image: tuple[Path, subprocess.Comp
 
 def test_echo_engines_run_in_the_installed_venv(image: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     """With the installed venv's interpreter (called in the build tree): the package imports from the venv,
-    the daemon's echo path for the installed config picks webrtc and cancels a 20 ms frame, and webrtc and
-    speex (libspeexdsp.so.1 from the system) each process one frame."""
+    the daemon's echo path for the installed config picks webrtc and cancels a 20 ms frame, and webrtc, speex
+    (libspeexdsp.so.1 from the system) and dtln (the models the installer fetched into the venv) each
+    process one frame."""
     root, _ = image
     venv = root / FINAL_VENV.lstrip("/")
     out = run_probe(str(venv / "bin/python"), root / "etc/vatel-edge/config.toml")
@@ -142,11 +145,12 @@ def check_engines(out: dict[str, object], venv: str) -> None:
     assert out["path"] == {"name": "webrtc", "stats": stats, "bytes": frame}
     engines = out["engines"]
     assert isinstance(engines, dict)
-    for kind in ("webrtc", "speex"):
+    for kind in ("webrtc", "speex", "dtln"):
         assert engines[kind]["name"] == kind
         assert engines[kind]["bytes"] == frame
         assert engines[kind]["module"].startswith(venv + "/")
     assert str(out["pywebrtc_audio"]).startswith(venv + "/")
+    assert out["dtln_models"] == venv + "/share/vatel-edge/dtln-aec"  # fetched by the installer, checked by hash
     libs = out["libspeexdsp"]
     assert isinstance(libs, list)
     assert len(libs) == 1
