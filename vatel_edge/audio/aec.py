@@ -34,8 +34,9 @@ ENGINES: tuple[str, ...] = ("webrtc", "speex", "dtln")
 """Every engine vatel-edge knows."""
 
 AUTO: tuple[str, ...] = ("webrtc", "speex")
-"""The engines `auto` tries, in order. Not dtln (yet): measured only on this x86 machine, not on a Pi's CPU,
-where it costs several times AEC3 (docs/ECHO.md, "DTLN-aec")."""
+"""The engines `auto` tries, in order. Not dtln (yet): in 4 of 12 real-time first turns it lost most of the
+user for a reason not yet known, it costs 3.9x AEC3's CPU and ~38 MB more memory here, and it has not been
+measured on a Pi (docs/ECHO.md, "DTLN-aec")."""
 
 _INSTALL_HINT = {
     "webrtc": "pip install pywebrtc-audio (the vatel-edge[aec] extra)",
@@ -47,7 +48,9 @@ _INSTALL_HINT = {
 class EchoCanceller(Protocol):
     """One echo canceller instance: feed it one capture frame and its aligned reference frame at a time.
 
-    Not thread-safe: one owner (the capture-processing side) calls every method.
+    Not thread-safe: one owner (the capture-processing side) calls every method. An engine without an adaptive
+    filter (nothing to converge, DTLN-aec) says so with a class attribute `needs_convergence = False`; EchoPath
+    reads it with True as the default, so the adaptive engines and test doubles need not declare it.
     """
 
     name: str

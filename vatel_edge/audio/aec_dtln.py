@@ -61,14 +61,14 @@ def model_dir() -> Path:
     return Path(sys.prefix) / "share" / "vatel-edge" / "dtln-aec"
 
 
-def missing(models: Path | None = None) -> str | None:
+def missing() -> str | None:
     """Why the engine cannot run here (None: it can): the interpreter wheel or a model file is missing."""
     try:
         importlib.import_module("ai_edge_litert.interpreter")
     except ImportError as exc:
         log.debug("ai_edge_litert not usable: %s", exc)
         return "pip install ai-edge-litert (the vatel-edge[aec] extra)"
-    where = models or model_dir()
+    where = model_dir()
     if not all((where / name).is_file() for name in MODEL_FILES):
         return f"python -m vatel_edge.audio.aec_dtln fetches the models into {where}"
     return None
@@ -85,11 +85,11 @@ class DtlnEchoCanceller:
     name = "dtln"
     needs_convergence = False  # no adaptive filter: EchoPath counts it converged from the first frame
 
-    def __init__(self, fmt: AudioFormat, frame_ms: int, models: Path | None = None) -> None:
+    def __init__(self, fmt: AudioFormat, frame_ms: int) -> None:
         if fmt.channels != 1 or fmt.width != 2:
             raise ValueError("DtlnEchoCanceller takes PCM16 mono")
         interpreter = importlib.import_module("ai_edge_litert.interpreter")  # optional extra: typed loosely
-        where = models or model_dir()
+        where = model_dir()
         self._rate = fmt.rate
         self._nbytes = fmt.nbytes(frame_ms)
         self._m1: Any = interpreter.Interpreter(model_path=str(where / "dtln_aec_128_1.tflite"), num_threads=1)

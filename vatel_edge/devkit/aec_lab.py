@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import webrtcvad
 
 from vatel_edge.audio.aec import EchoCanceller
 from vatel_edge.audio.format import AudioFormat
+from vatel_edge.audio.resample import Resampler
 
 Signal = npt.NDArray[np.float64]
 Pcm = npt.NDArray[np.int16]
@@ -225,10 +227,6 @@ def score_double_talk(sent: Signal, user: Signal, echo: Signal, *, user_span: tu
     """Score `sent` (what would reach the server, `latency` samples behind the microphone) against the user's
     clean speech at the microphone (`user`, speaking in `user_span`) and the echo alone (`echo`); `echo_only`:
     the start of every 20 ms frame where only the agent sounds (frames whose echo is below -50 dBFS skipped)."""
-    import webrtcvad
-
-    from vatel_edge.audio.resample import Resampler
-
     block, frame = rate // 10, rate // 50
     start, end = user_span
     ok = total = ok_first = first = 0
